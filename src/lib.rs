@@ -1,0 +1,38 @@
+//! etelecom-gateway: a drop-in eTelecom base URL for internal services. Callers send eTelecom's
+//! own paths and JSON without credentials, naming a tenant in a header; the gateway injects the
+//! right eTelecom key and forwards over TLS.
+//!
+//! # Layout
+//! - [`config`]: TOML → validated [`config::Config`], every problem listed with its key path.
+//! - [`secret`]: secret references (`env` / `file`) and [`secret::ApiKey`], which never prints.
+//! - [`catalogue`]: the eTelecom method table (key class, read-only, secrets, invalidations).
+//! - [`route`]: request target → catalogue entry, or a local 404/405/400.
+//! - [`tenants`]: tenant header → tenant → the key for the method's key class; caller allow-lists.
+//! - [`body`]: size-limited request bodies, JSON-object check.
+//! - [`headers`]: hop-by-hop and credential hygiene in both directions.
+//! - [`upstream`]: pooled hyper-rustls client, timeouts, [`upstream::UpstreamError`].
+//! - [`error`]: [`error::GatewayError`] and the one place it becomes a response.
+//! - [`redact`]: the only route from request data to the logs.
+//! - [`access_log`]: request ids and the per-request access-log event.
+//! - [`proxy`]: the lifecycle, in order; [`server`]: listener, limits, graceful stop.
+//! - [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
+//!
+//! # A request's path
+//! accept ([`server`]) → caller allowed? → route ([`route`]) → credential ([`tenants`]) →
+//! body ([`body`]) → forward ([`upstream`], [`headers`]) → respond; on any error
+//! [`error::GatewayError::into_response`]; always one access-log event ([`access_log`]).
+
+pub mod access_log;
+pub mod body;
+pub mod catalogue;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod proxy;
+pub mod redact;
+pub mod route;
+pub mod secret;
+pub mod server;
+pub mod tenants;
+pub mod upstream;

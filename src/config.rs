@@ -1,0 +1,623 @@
+//! The TOML configuration: parsed field by field into a validated [`Config`], with every problem
+//! collected under its key path so that one run reports them all.
+//!
+//! Each known key is taken out of its table and converted on its own; what is left in a table
+//! afterwards is an unknown key. Secrets are resolved here (through a [`SecretSource`], so tests
+//! need no process environment) and the optional CA file is read here: once a `Config` exists,
+//! nothing else has to touch the file system. Parsing starts from a string; [`Config::load`] only
+//! adds reading the file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::{Authority, Scheme, Uri};
+use ipnet::IpNet;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use crate::secret::{ApiKey, SecretRef, SecretSource};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub routing: RoutingConfig,
+    pub partner: Option<PartnerConfig>,
+    pub tenants: Vec<TenantConfig>,
+    /// Things that are allowed but probably wrong (a key of an unexpected shape). Never secret.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tenant_header: HeaderName,
+    pub default_tenant: Option<Arc<str>>,
+    pub allowed_callers: Vec<IpNet>,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// A path the base URL carries, without trailing slash (usually empty).
+    pub path_prefix: Box<str>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub max_response_bytes: u64,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownMethods {
+    Forward,
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub unknown_methods: UnknownMethods,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerConfig {
+    pub api_key: ApiKey,
+    pub allowed_callers: Option<Vec<IpNet>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: Arc<str>,
+    pub api_key: Option<ApiKey>,
+    pub shop_key: Option<ApiKey>,
+    pub allowed_callers: Option<Vec<IpNet>>,
+}
+
+/// Every problem found in a config, each under its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_TENANT_HEADER: &str = "x-tenant-id";
+pub const DEFAULT_BASE_URL: &str = "https://api.etelecom.vn";
+
+/// Header names a tenant header may not take: the gateway sets or strips them itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-request-id",
+    "traceparent",
+];
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths inside it are resolved against its
+    /// folder.
+    pub fn load(path: &Path, source: &dyn SecretSource) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!("cannot read config file {}: {e}", path.display())],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base, source)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        source: &dyn SecretSource,
+    ) -> Result<Config, ConfigError> {
+        let root: Table = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![format!("TOML syntax: {}", e.to_string().trim())],
+        })?;
+        let mut p = Parser {
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            base_dir,
+            source,
+        };
+        let mut root = Section::root(root);
+        let section = root.table(&mut p, "server");
+        let server = p.server(section);
+        let section = root.table(&mut p, "upstream");
+        let upstream = p.upstream(section);
+        let section = root.table(&mut p, "routing");
+        let routing = p.routing(section);
+        let partner = root
+            .optional_table(&mut p, "partner")
+            .and_then(|s| p.partner(s));
+        let tenants = p.tenants(&mut root);
+        root.finish(&mut p);
+
+        if let (Some(server), tenants) = (&server, &tenants) {
+            if let Some(d) = &server.default_tenant {
+                if !tenants.iter().any(|t| t.id == *d) {
+                    p.problem(
+                        "server.default_tenant",
+                        format!("names tenant {d:?}, which is not configured"),
+                    );
+                }
+            }
+        }
+        match (server, upstream, routing) {
+            (Some(server), Some(upstream), Some(routing)) if p.problems.is_empty() => Ok(Config {
+                server,
+                upstream,
+                routing,
+                partner,
+                tenants,
+                warnings: p.warnings,
+            }),
+            _ => Err(ConfigError {
+                problems: p.problems,
+            }),
+        }
+    }
+}
+
+struct Parser<'a> {
+    problems: Vec<String>,
+    warnings: Vec<String>,
+    base_dir: &'a Path,
+    source: &'a dyn SecretSource,
+}
+
+/// A table being taken apart; whatever is left at `finish` is unknown.
+struct Section {
+    path: String,
+    table: Table,
+}
+
+impl Section {
+    fn root(table: Table) -> Self {
+        Self {
+            path: String::new(),
+            table,
+        }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Takes `key`, converting it to `T`; a wrong type is a problem and gives `None`.
+    fn take<T: DeserializeOwned>(&mut self, p: &mut Parser<'_>, key: &str) -> Option<T> {
+        let v = self.table.remove(key)?;
+        match v.try_into() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.problem(&self.key_path(key), e.to_string().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    fn take_or<T: DeserializeOwned>(&mut self, p: &mut Parser<'_>, key: &str, default: T) -> T {
+        self.take(p, key).unwrap_or(default)
+    }
+
+    /// A sub-table that may be absent (then empty, so defaults apply).
+    fn table(&mut self, p: &mut Parser<'_>, key: &str) -> Section {
+        self.optional_table(p, key).unwrap_or(Section {
+            path: self.key_path(key),
+            table: Table::new(),
+        })
+    }
+
+    fn optional_table(&mut self, p: &mut Parser<'_>, key: &str) -> Option<Section> {
+        let path = self.key_path(key);
+        match self.table.remove(key)? {
+            Value::Table(table) => Some(Section { path, table }),
+            other => {
+                p.problem(&path, format!("must be a table, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    /// Takes a secret reference. Serde's own messages are never used here: they would echo an
+    /// inline key back into the error.
+    fn secret(&mut self, p: &mut Parser<'_>, key: &str) -> Option<ApiKey> {
+        let path = self.key_path(key);
+        let v = self.table.remove(key)?;
+        let r = match &v {
+            Value::Table(t) if t.len() == 1 => v.clone().try_into::<SecretRef>().ok(),
+            _ => None,
+        };
+        let Some(r) = r else {
+            p.problem(
+                &path,
+                "must be { env = \"NAME\" } or { file = \"PATH\" }; a key is never written in the config itself".into(),
+            );
+            return None;
+        };
+        let key_path = match &r {
+            SecretRef::Env(_) => format!("{path}.env"),
+            SecretRef::File(_) => format!("{path}.file"),
+        };
+        match r.load(p.base_dir, p.source) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                p.problem(&key_path, e);
+                None
+            }
+        }
+    }
+
+    fn cidrs(&mut self, p: &mut Parser<'_>, key: &str) -> Option<Vec<IpNet>> {
+        let list: Vec<String> = self.take(p, key)?;
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            let parsed = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(n) => out.push(n.trunc()),
+                Err(_) => p.problem(
+                    &format!("{}[{i}]", self.key_path(key)),
+                    format!("{s:?} is not an IP address or CIDR block"),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn millis(&mut self, p: &mut Parser<'_>, key: &str, default: u64) -> Duration {
+        let ms: u64 = self.take_or(p, key, default);
+        if ms == 0 {
+            p.problem(&self.key_path(key), "must be greater than 0".into());
+        }
+        Duration::from_millis(ms)
+    }
+
+    fn positive(&mut self, p: &mut Parser<'_>, key: &str, default: u64) -> u64 {
+        let n: u64 = self.take_or(p, key, default);
+        if n == 0 {
+            p.problem(&self.key_path(key), "must be greater than 0".into());
+        }
+        n
+    }
+
+    fn finish(self, p: &mut Parser<'_>) {
+        for key in self.table.keys() {
+            p.problem(&self.key_path(key), "unknown key".into());
+        }
+    }
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, path: &str, msg: String) {
+        self.problems.push(format!("{path}: {msg}"));
+    }
+
+    fn server(&mut self, mut s: Section) -> Option<ServerConfig> {
+        let listen: String = s.take_or(self, "listen", DEFAULT_LISTEN.to_owned());
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                self.problem(
+                    "server.listen",
+                    format!("{listen:?} is not an address:port"),
+                )
+            })
+            .ok();
+        let header: String = s.take_or(self, "tenant_header", DEFAULT_TENANT_HEADER.to_owned());
+        let tenant_header = match HeaderName::try_from(header.as_str()) {
+            Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
+                self.problem(
+                    "server.tenant_header",
+                    format!("{header:?} is a header the gateway sets or strips itself"),
+                );
+                None
+            }
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.problem(
+                    "server.tenant_header",
+                    format!("{header:?} is not a valid header name"),
+                );
+                None
+            }
+        };
+        let default_tenant = s
+            .take::<String>(self, "default_tenant")
+            .map(|t| Arc::<str>::from(t.as_str()));
+        let allowed_callers = s.cidrs(self, "allowed_callers").unwrap_or_else(|| {
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        });
+        let max_body_bytes = s.positive(self, "max_body_bytes", 1024 * 1024);
+        let max_connections = s.positive(self, "max_connections", 4096);
+        let header_read_timeout = s.millis(self, "header_read_timeout_ms", 10_000);
+        let max_header_bytes: u64 = s.take_or(self, "max_header_bytes", 16 * 1024);
+        if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+            self.problem(
+                "server.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            );
+        }
+        let grace = s.millis(self, "grace_ms", 25_000);
+        s.finish(self);
+        Some(ServerConfig {
+            listen: listen?,
+            tenant_header: tenant_header?,
+            default_tenant,
+            allowed_callers,
+            max_body_bytes,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            header_read_timeout,
+            max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+            grace,
+        })
+    }
+
+    fn upstream(&mut self, mut s: Section) -> Option<UpstreamConfig> {
+        let base_url: String = s.take_or(self, "base_url", DEFAULT_BASE_URL.to_owned());
+        let allow_http: bool = s.take_or(self, "allow_insecure_http", false);
+        let base = self.base_url(&base_url, allow_http);
+        let connect_timeout = s.millis(self, "connect_timeout_ms", 3_000);
+        let timeout = s.millis(self, "timeout_ms", 15_000);
+        let extra_roots = s
+            .take::<PathBuf>(self, "ca_file")
+            .map(|f| self.ca_file(&f))
+            .unwrap_or_default();
+        let max_response_bytes = s.positive(self, "max_response_bytes", 16 * 1024 * 1024);
+        let pool_idle_timeout = s.millis(self, "pool_idle_timeout_ms", 90_000);
+        let pool_max_idle_per_host: u64 = s.take_or(self, "pool_max_idle_per_host", 64);
+        s.finish(self);
+        let (scheme, authority, path_prefix) = base?;
+        Some(UpstreamConfig {
+            scheme,
+            authority,
+            path_prefix,
+            connect_timeout,
+            timeout,
+            extra_roots,
+            max_response_bytes,
+            pool_idle_timeout,
+            pool_max_idle_per_host: usize::try_from(pool_max_idle_per_host).unwrap_or(usize::MAX),
+        })
+    }
+
+    fn base_url(&mut self, url: &str, allow_http: bool) -> Option<(Scheme, Authority, Box<str>)> {
+        let mut fail = |msg: &str| {
+            self.problems
+                .push(format!("upstream.base_url: {url:?} {msg}"));
+            None
+        };
+        let Ok(uri) = url.parse::<Uri>() else {
+            return fail("is not a URL");
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return fail("must be an absolute http(s) URL");
+        };
+        if authority.as_str().contains('@') {
+            return fail("must not carry user info");
+        }
+        if uri.query().is_some() {
+            return fail("must not carry a query");
+        }
+        if scheme == Scheme::HTTP {
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback && !allow_http {
+                return fail(
+                    "uses plain http to a non-loopback host; use https or set upstream.allow_insecure_http = true",
+                );
+            }
+        } else if scheme != Scheme::HTTPS {
+            return fail("must use https (or http to a loopback host)");
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        Some((scheme, authority, prefix.into()))
+    }
+
+    fn ca_file(&mut self, file: &Path) -> Vec<CertificateDer<'static>> {
+        let full = self.base_dir.join(file);
+        let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(&full) {
+            Ok(it) => it.collect(),
+            Err(e) => {
+                self.problem(
+                    "upstream.ca_file",
+                    format!("cannot read {}: {e}", full.display()),
+                );
+                return Vec::new();
+            }
+        };
+        match certs {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => {
+                self.problem(
+                    "upstream.ca_file",
+                    format!("{} holds no PEM certificate", full.display()),
+                );
+                Vec::new()
+            }
+            Err(e) => {
+                self.problem(
+                    "upstream.ca_file",
+                    format!("{} is not valid PEM: {e}", full.display()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn routing(&mut self, mut s: Section) -> Option<RoutingConfig> {
+        let mode: String = s.take_or(self, "unknown_methods", "forward".to_owned());
+        let unknown_methods = match mode.as_str() {
+            "forward" => Some(UnknownMethods::Forward),
+            "reject" => Some(UnknownMethods::Reject),
+            other => {
+                self.problem(
+                    "routing.unknown_methods",
+                    format!("{other:?} is neither \"forward\" nor \"reject\""),
+                );
+                None
+            }
+        };
+        s.finish(self);
+        Some(RoutingConfig {
+            unknown_methods: unknown_methods?,
+        })
+    }
+
+    fn partner(&mut self, mut s: Section) -> Option<PartnerConfig> {
+        let present = s.table.contains_key("api_key");
+        let api_key = s.secret(self, "api_key");
+        let allowed_callers = s.cidrs(self, "allowed_callers");
+        s.finish(self);
+        if !present {
+            self.problem("partner.api_key", "is required in [partner]".into());
+        }
+        let api_key = api_key?;
+        self.check_shape(&api_key, false, "partner.api_key");
+        Some(PartnerConfig {
+            api_key,
+            allowed_callers,
+        })
+    }
+
+    /// Whether a problem was already reported at `path` or below it.
+    fn mentions(&self, path: &str) -> bool {
+        self.problems.iter().any(|p| {
+            p.strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with([':', '.', '[']))
+        })
+    }
+
+    fn tenants(&mut self, root: &mut Section) -> Vec<TenantConfig> {
+        let Some(v) = root.table.remove("tenants") else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            self.problem("tenants", "must be an array of tables ([[tenants]])".into());
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            let Value::Table(table) = item else {
+                self.problem(&path, "must be a table".into());
+                continue;
+            };
+            let mut s = Section { path, table };
+            let id: Option<String> = s.take(self, "id");
+            let id = match id {
+                None if !self.mentions(&s.key_path("id")) => {
+                    self.problem(&s.key_path("id"), "is required".into());
+                    None
+                }
+                None => None,
+                Some(id) if !valid_tenant_id(&id) => {
+                    self.problem(
+                        &s.key_path("id"),
+                        format!("{id:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+                    );
+                    None
+                }
+                Some(id) if !seen.insert(id.clone()) => {
+                    self.problem(&s.key_path("id"), format!("duplicate tenant id {id:?}"));
+                    None
+                }
+                Some(id) => Some(id),
+            };
+            let had_key_field = s.table.contains_key("api_key") || s.table.contains_key("shop_key");
+            let api_key = s.secret(self, "api_key");
+            let shop_key = s.secret(self, "shop_key");
+            if !had_key_field {
+                self.problem(
+                    &s.path,
+                    "has no key at all: set api_key (for /v1/shop.*) and/or shop_key (for /v1/partner.*)"
+                        .into(),
+                );
+            }
+            let allowed_callers = s.cidrs(self, "allowed_callers");
+            if let Some(k) = &api_key {
+                self.check_shape(k, false, &s.key_path("api_key"));
+            }
+            if let Some(k) = &shop_key {
+                self.check_shape(k, true, &s.key_path("shop_key"));
+            }
+            let path = s.path.clone();
+            s.finish(self);
+            if let Some(id) = id.filter(|_| !self.mentions(&path)) {
+                out.push(TenantConfig {
+                    id: id.as_str().into(),
+                    api_key,
+                    shop_key,
+                    allowed_callers,
+                });
+            }
+        }
+        out
+    }
+
+    fn check_shape(&mut self, key: &ApiKey, shop_key: bool, path: &str) {
+        if !key.looks_like(shop_key) {
+            let want = if shop_key {
+                "shop<id>:<secret>"
+            } else {
+                "<id>:<secret>"
+            };
+            self.warnings.push(format!(
+                "{path}: the key does not have the shape eTelecom issues for this use ({want}); eTelecom may refuse it"
+            ));
+        }
+    }
+}
+
+/// Tenant ids go into logs and metric labels: a short, plain charset.
+pub fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests;

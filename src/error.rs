@@ -1,0 +1,246 @@
+//! Every error the gateway answers itself, and the one place where such an error becomes an HTTP
+//! response.
+//!
+//! The body uses eTelecom's own error shape, so callers parse one format whether the answer came
+//! from the gateway or from eTelecom:
+//! `{"code": "...", "msg": "...", "meta": {"source": "gateway", "request_id": "..."}}`.
+//! Messages are fixed strings chosen here: no error body ever carries a key, an upstream address
+//! or internal detail. Details go to the access log once, through [`GatewayError::detail`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::catalogue::KeyClass;
+use crate::upstream::UpstreamError;
+
+/// What went wrong, from the caller's point of view. `status()` and `code()` are exhaustive
+/// matches: a new variant does not compile until it has an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("missing tenant header")]
+    MissingTenant,
+    #[error("tenant header is not a valid tenant id")]
+    MalformedTenant,
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("caller address not allowed")]
+    CallerNotAllowed,
+    #[error("no {0} configured for this tenant")]
+    KeyNotConfigured(KeyClass),
+    #[error("no route for this path")]
+    UnknownRoute,
+    #[error("method not in the catalogue and unknown methods are rejected")]
+    UnknownMethodRejected,
+    #[error("only POST is accepted")]
+    MethodNotAllowed,
+    #[error("absolute-form request targets are not accepted")]
+    AbsoluteForm,
+    #[error("body is not a JSON object")]
+    BodyNotJsonObject,
+    #[error("body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request body could not be read")]
+    BodyRead,
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingTenant | Self::MalformedTenant | Self::BodyNotJsonObject => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::AbsoluteForm | Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::UnknownRoute | Self::UnknownMethodRejected => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream(e) => match e {
+                UpstreamError::Timeout | UpstreamError::ConnectTimeout => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                UpstreamError::Connect
+                | UpstreamError::Tls
+                | UpstreamError::Protocol
+                | UpstreamError::ResponseTooLarge => StatusCode::BAD_GATEWAY,
+            },
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The eTelecom (twirp-style) error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingTenant
+            | Self::MalformedTenant
+            | Self::BodyNotJsonObject
+            | Self::BodyTooLarge { .. }
+            | Self::AbsoluteForm
+            | Self::BodyRead => "invalid_argument",
+            Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
+                "permission_denied"
+            }
+            Self::UnknownRoute | Self::UnknownMethodRejected | Self::MethodNotAllowed => {
+                "bad_route"
+            }
+            Self::RateLimited { .. } => "resource_exhausted",
+            Self::Upstream(e) => match e {
+                UpstreamError::Timeout | UpstreamError::ConnectTimeout => "deadline_exceeded",
+                UpstreamError::Connect
+                | UpstreamError::Tls
+                | UpstreamError::Protocol
+                | UpstreamError::ResponseTooLarge => "unavailable",
+            },
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The message the caller reads. Fixed text only.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::MissingTenant => "missing tenant header",
+            Self::MalformedTenant => "tenant header is not a valid tenant id",
+            Self::UnknownTenant => "unknown tenant",
+            Self::CallerNotAllowed => "caller address is not allowed",
+            Self::KeyNotConfigured(k) => k.missing_message(),
+            Self::UnknownRoute => "no such eTelecom method path; expected POST /v1/shop.<Service>/<Method> or /v1/partner.<Service>/<Method>",
+            Self::UnknownMethodRejected => "method is not in the gateway's catalogue",
+            Self::MethodNotAllowed => "only POST is accepted",
+            Self::AbsoluteForm => "absolute-form request targets are not accepted",
+            Self::BodyNotJsonObject => "request body must be a JSON object",
+            Self::BodyTooLarge { .. } => "request body is too large",
+            Self::BodyRead => "request body could not be read",
+            Self::RateLimited { .. } => "rate limit exceeded for this eTelecom key",
+            Self::Upstream(e) => match e {
+                UpstreamError::Connect => "eTelecom is unreachable",
+                UpstreamError::ConnectTimeout => "timed out connecting to eTelecom",
+                UpstreamError::Tls => "TLS handshake with eTelecom failed",
+                UpstreamError::Protocol => "eTelecom answered with an invalid HTTP response",
+                UpstreamError::ResponseTooLarge => "eTelecom's response is too large",
+                UpstreamError::Timeout => "eTelecom did not answer in time",
+            },
+            Self::Internal(_) => "internal gateway error",
+        }
+    }
+
+    /// The detail for the access log (never for the caller). Contains no secret by construction:
+    /// variants carry no request data.
+    pub fn detail(&self) -> String {
+        self.to_string()
+    }
+
+    /// The only place a `GatewayError` becomes a response.
+    pub fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "code": self.code(),
+            "msg": self.message(),
+            "meta": { "source": "gateway", "request_id": request_id },
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &self {
+            Self::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(resp: Response<Full<Bytes>>) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[tokio::test]
+    async fn error_body_has_etelecom_shape_and_request_id() {
+        let resp = GatewayError::UnknownTenant.into_response("req-1");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let v = body_json(resp).await;
+        assert_eq!(v["code"], "permission_denied");
+        assert_eq!(v["msg"], "unknown tenant");
+        assert_eq!(v["meta"]["source"], "gateway");
+        assert_eq!(v["meta"]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn every_status_and_code_of_the_contract() {
+        let cases: Vec<(GatewayError, u16, &str)> = vec![
+            (GatewayError::MissingTenant, 400, "invalid_argument"),
+            (GatewayError::BodyNotJsonObject, 400, "invalid_argument"),
+            (GatewayError::UnknownTenant, 403, "permission_denied"),
+            (GatewayError::CallerNotAllowed, 403, "permission_denied"),
+            (
+                GatewayError::KeyNotConfigured(KeyClass::ShopKey),
+                403,
+                "permission_denied",
+            ),
+            (GatewayError::UnknownRoute, 404, "bad_route"),
+            (GatewayError::MethodNotAllowed, 405, "bad_route"),
+            (
+                GatewayError::BodyTooLarge { limit: 1 },
+                413,
+                "invalid_argument",
+            ),
+            (
+                GatewayError::RateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                429,
+                "resource_exhausted",
+            ),
+            (UpstreamError::Connect.into(), 502, "unavailable"),
+            (UpstreamError::Tls.into(), 502, "unavailable"),
+            (UpstreamError::Protocol.into(), 502, "unavailable"),
+            (UpstreamError::Timeout.into(), 504, "deadline_exceeded"),
+            (GatewayError::Internal("x"), 500, "internal"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let resp = GatewayError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        }
+        .into_response("r");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[tokio::test]
+    async fn missing_key_names_the_key() {
+        let v = body_json(GatewayError::KeyNotConfigured(KeyClass::ShopKey).into_response("r"))
+            .await;
+        assert!(v["msg"].as_str().expect("msg").contains("shop_key"));
+    }
+}

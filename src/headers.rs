@@ -1,0 +1,169 @@
+//! Header hygiene, both ways: what of the caller's headers may reach eTelecom, and what of
+//! eTelecom's headers may reach the caller.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) and every header named in `Connection` never cross the
+//! gateway. Towards eTelecom the caller's credentials (`Authorization`, `Proxy-Authorization`,
+//! `Cookie`), the tenant header and anything describing the internal network (`Forwarded`,
+//! `X-Forwarded-*`, `X-Real-IP`) are removed, and `Accept-Encoding` is dropped so that the
+//! response comes back as plain JSON the gateway can cache and inspect.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The fixed hop-by-hop set. `Proxy-Connection` and `Keep-Alive` are not in RFC 9110's list but
+/// are sent by old clients with that meaning.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Caller headers that never go upstream, besides the hop-by-hop set and the tenant header.
+const NEVER_UPSTREAM: [HeaderName; 9] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::ACCEPT_ENCODING,
+    header::EXPECT,
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes the hop-by-hop set and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are collected first: removing while reading is not possible.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Turns the caller's headers into the headers sent to eTelecom, in place.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    tenant_header: &HeaderName,
+    bearer: &HeaderValue,
+    host: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    for name in &NEVER_UPSTREAM {
+        headers.remove(name);
+    }
+    headers.remove(tenant_header);
+    let forwarded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in forwarded {
+        headers.remove(name);
+    }
+    headers.insert(header::AUTHORIZATION, bearer.clone());
+    headers.insert(header::HOST, host.clone());
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+}
+
+/// Turns eTelecom's response headers into the headers sent to the caller, in place. The length
+/// is set again by the server from the body it actually sends.
+pub fn to_caller(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::CONTENT_LENGTH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn upstream_headers_lose_credentials_hops_and_the_tenant() {
+        let mut h = map(&[
+            ("authorization", "Bearer caller-token"),
+            ("proxy-authorization", "Basic eA=="),
+            ("cookie", "sid=1"),
+            ("x-tenant-id", "acme"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("host", "gateway.internal"),
+            ("content-type", "text/plain"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("accept-encoding", "gzip"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("x-request-id", "abc"),
+            ("accept", "application/json"),
+        ]);
+        let bearer = HeaderValue::from_static("Bearer 1:k");
+        let host = HeaderValue::from_static("api.etelecom.vn");
+        to_upstream(
+            &mut h,
+            &HeaderName::from_static("x-tenant-id"),
+            &bearer,
+            &host,
+        );
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "host",
+                "traceparent",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer 1:k");
+        assert_eq!(h[header::HOST], "api.etelecom.vn");
+        assert_eq!(h[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn caller_headers_lose_hops_and_length() {
+        let mut h = map(&[
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "close, x-up-hop"),
+            ("x-up-hop", "1"),
+            ("set-cookie", "a=b"),
+        ]);
+        to_caller(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "set-cookie"]);
+    }
+}

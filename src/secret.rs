@@ -1,0 +1,227 @@
+//! Secrets: where they come from (`{ env = "NAME" }` or `{ file = "PATH" }`) and the type that
+//! holds a loaded eTelecom key.
+//!
+//! A loaded key lives only in memory, as the ready-made `Authorization: Bearer <key>` header value
+//! (marked sensitive, so hyper and h2 never index or print it). Its `Debug` and `Display` print a
+//! placeholder; the only thing about it that may be shown is a short SHA-256 fingerprint, so ops
+//! can tell which version of a key is loaded without seeing it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use http::HeaderValue;
+use serde::Deserialize;
+
+/// Where a secret is read from. Exactly one of the two keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// An environment variable; unset or empty is an error.
+    Env(String),
+    /// A file; one trailing newline (`\n` or `\r\n`) is trimmed, as Kubernetes Secret volumes
+    /// need. Relative paths are resolved against the config file's folder.
+    File(PathBuf),
+}
+
+/// How secrets are looked up. Production reads the process environment and the file system;
+/// tests hand in their own environment, so no test has to mutate the process's.
+pub trait SecretSource: Send + Sync {
+    fn env(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// The real process environment and file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl SecretSource for ProcessEnv {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String> + Send + Sync> SecretSource for F {
+    fn env(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+impl SecretRef {
+    /// Resolves the reference. The error text names the source, never the value.
+    pub fn load(&self, base_dir: &Path, source: &dyn SecretSource) -> Result<ApiKey, String> {
+        let raw = match self {
+            Self::Env(name) => match source.env(name) {
+                None => return Err(format!("environment variable {name} is not set")),
+                Some(v) if v.is_empty() => {
+                    return Err(format!("environment variable {name} is empty"));
+                }
+                Some(v) => v,
+            },
+            Self::File(path) => {
+                let full = base_dir.join(path);
+                let text = source
+                    .read_file(&full)
+                    .map_err(|e| format!("cannot read secret file {}: {e}", full.display()))?;
+                let trimmed = text
+                    .strip_suffix("\r\n")
+                    .or_else(|| text.strip_suffix('\n'))
+                    .unwrap_or(&text);
+                if trimmed.is_empty() {
+                    return Err(format!("secret file {} is empty", full.display()));
+                }
+                trimmed.to_owned()
+            }
+        };
+        ApiKey::new(&raw).map_err(|why| format!("{} {why}", self.describe()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Env(name) => format!("environment variable {name}"),
+            Self::File(path) => format!("secret file {}", path.display()),
+        }
+    }
+}
+
+/// A loaded eTelecom key.
+#[derive(Clone)]
+pub struct ApiKey {
+    bearer: HeaderValue,
+    fingerprint: [u8; 4],
+}
+
+impl ApiKey {
+    /// Builds the key from its text. It must be visible ASCII without spaces (eTelecom keys are
+    /// `<id>:<secret>` or `shop<id>:<secret>`).
+    pub fn new(key: &str) -> Result<Self, &'static str> {
+        if key.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("holds whitespace or non-ASCII characters; a key is printable ASCII");
+        }
+        let mut bearer =
+            HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| "is not a valid header")?;
+        bearer.set_sensitive(true);
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let mut fingerprint = [0u8; 4];
+        fingerprint.copy_from_slice(&digest.as_ref()[..4]);
+        Ok(Self {
+            bearer,
+            fingerprint,
+        })
+    }
+
+    /// The `Authorization` header value to send upstream (cheap to clone: shared bytes).
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+
+    /// The first 8 hex digits of the key's SHA-256: enough to tell key versions apart.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the key has the shape eTelecom issues for this use: `shop<id>:<secret>` for a
+    /// partner-issued shop key, `<id>:<secret>` for an account's own key.
+    pub fn looks_like(&self, shop_key: bool) -> bool {
+        let key = &self.bearer.as_bytes()["Bearer ".len()..];
+        let Some(colon) = key.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let id = &key[..colon];
+        let (prefixed, digits) = match id.strip_prefix(b"shop") {
+            Some(rest) => (true, rest),
+            None => (false, id),
+        };
+        prefixed == shop_key && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    }
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bearer == other.bearer
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const CANARY: &str = "123:canary-secret-value";
+
+    #[test]
+    fn debug_and_display_never_print_the_key() {
+        let k = ApiKey::new(CANARY).expect("key");
+        assert!(!format!("{k:?}").contains("canary"));
+        assert!(!format!("{k}").contains("canary"));
+        assert!(!format!("{:?}", k.bearer()).contains("canary"));
+        assert_eq!(k.bearer().to_str().expect("ascii"), format!("Bearer {CANARY}"));
+        assert_eq!(k.fingerprint().len(), 8);
+    }
+
+    #[test]
+    fn env_source_errors_name_the_variable_only() {
+        let env: HashMap<&str, &str> = [("EMPTY", ""), ("SET", CANARY)].into();
+        let src = move |n: &str| env.get(n).map(|v| (*v).to_owned());
+        let dir = Path::new("/");
+        assert_eq!(
+            SecretRef::Env("NOPE".into()).load(dir, &src).unwrap_err(),
+            "environment variable NOPE is not set"
+        );
+        assert_eq!(
+            SecretRef::Env("EMPTY".into()).load(dir, &src).unwrap_err(),
+            "environment variable EMPTY is empty"
+        );
+        assert!(SecretRef::Env("SET".into()).load(dir, &src).is_ok());
+    }
+
+    #[test]
+    fn file_source_trims_one_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("k"), format!("{CANARY}\n")).expect("write");
+        std::fs::write(dir.path().join("crlf"), format!("{CANARY}\r\n")).expect("write");
+        std::fs::write(dir.path().join("two"), format!("{CANARY}\n\n")).expect("write");
+        std::fs::write(dir.path().join("empty"), "\n").expect("write");
+        let src = |_: &str| None;
+        let want = ApiKey::new(CANARY).expect("key");
+        for f in ["k", "crlf"] {
+            let got = SecretRef::File(f.into()).load(dir.path(), &src).expect(f);
+            assert_eq!(got, want, "{f}");
+        }
+        let err = SecretRef::File("two".into())
+            .load(dir.path(), &src)
+            .unwrap_err();
+        assert!(err.contains("whitespace"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
+        let err = SecretRef::File("empty".into())
+            .load(dir.path(), &src)
+            .unwrap_err();
+        assert!(err.ends_with("is empty"), "{err}");
+        let err = SecretRef::File("missing".into())
+            .load(dir.path(), &src)
+            .unwrap_err();
+        assert!(err.starts_with("cannot read secret file"), "{err}");
+    }
+
+    #[test]
+    fn key_shapes() {
+        let own = ApiKey::new("1296121461794938793:abc").expect("key");
+        let shop = ApiKey::new("shop1296121461794938793:abc").expect("key");
+        assert!(own.looks_like(false) && !own.looks_like(true));
+        assert!(shop.looks_like(true) && !shop.looks_like(false));
+        assert!(!ApiKey::new("nocolon").expect("key").looks_like(false));
+    }
+}

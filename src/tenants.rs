@@ -1,0 +1,222 @@
+//! Tenants and their keys: who a request is made for, and which eTelecom key it is made with.
+//!
+//! A tenant is one eTelecom shop account (not eTelecom's PBX "tenant" object). It is named by the
+//! tenant header, or by `server.default_tenant` in the one-tenant sidecar form. Partner-level
+//! methods need no tenant: they use the partner's own key.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+use crate::catalogue::KeyClass;
+use crate::config::{Config, PartnerConfig, TenantConfig, valid_tenant_id};
+use crate::error::GatewayError;
+use crate::secret::ApiKey;
+
+/// The registry built from a config.
+#[derive(Debug)]
+pub struct Tenants {
+    by_id: HashMap<Arc<str>, TenantConfig>,
+    default: Option<Arc<str>>,
+    partner: Option<PartnerConfig>,
+    header: HeaderName,
+}
+
+/// The credential chosen for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Credential<'a> {
+    /// `None` for partner-level calls.
+    pub tenant: Option<&'a TenantConfig>,
+    pub key_class: KeyClass,
+    pub key: &'a ApiKey,
+}
+
+impl Tenants {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            by_id: cfg
+                .tenants
+                .iter()
+                .map(|t| (t.id.clone(), t.clone()))
+                .collect(),
+            default: cfg.server.default_tenant.clone(),
+            partner: cfg.partner.clone(),
+            header: cfg.server.tenant_header.clone(),
+        }
+    }
+
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Picks the key for `class`, checking the caller against the narrower allow-list of the
+    /// tenant (or of the partner section).
+    pub fn credential(
+        &self,
+        headers: &HeaderMap,
+        class: KeyClass,
+        peer: IpAddr,
+    ) -> Result<Credential<'_>, GatewayError> {
+        if class == KeyClass::Partner {
+            let partner = self
+                .partner
+                .as_ref()
+                .ok_or(GatewayError::KeyNotConfigured(KeyClass::Partner))?;
+            allowed(partner.allowed_callers.as_deref(), peer)?;
+            return Ok(Credential {
+                tenant: None,
+                key_class: class,
+                key: &partner.api_key,
+            });
+        }
+        let tenant = self.tenant(headers)?;
+        allowed(tenant.allowed_callers.as_deref(), peer)?;
+        let key = match class {
+            KeyClass::ApiKey => tenant.api_key.as_ref(),
+            KeyClass::ShopKey => tenant.shop_key.as_ref(),
+            KeyClass::Partner => None,
+        }
+        .ok_or(GatewayError::KeyNotConfigured(class))?;
+        Ok(Credential {
+            tenant: Some(tenant),
+            key_class: class,
+            key,
+        })
+    }
+
+    fn tenant(&self, headers: &HeaderMap) -> Result<&TenantConfig, GatewayError> {
+        let id = match headers.get(&self.header) {
+            Some(v) => {
+                let id = v.to_str().map_err(|_| GatewayError::MalformedTenant)?;
+                if !valid_tenant_id(id) {
+                    return Err(GatewayError::MalformedTenant);
+                }
+                id
+            }
+            None => self.default.as_deref().ok_or(GatewayError::MissingTenant)?,
+        };
+        self.by_id.get(id).ok_or(GatewayError::UnknownTenant)
+    }
+}
+
+/// Checks `peer` against an allow-list; `None` means no narrowing.
+pub fn allowed(list: Option<&[IpNet]>, peer: IpAddr) -> Result<(), GatewayError> {
+    match list {
+        None => Ok(()),
+        Some(nets) => {
+            let peer = peer.to_canonical();
+            if nets.iter().any(|n| n.contains(&peer)) {
+                Ok(())
+            } else {
+                Err(GatewayError::CallerNotAllowed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn tenants(extra_server: &str) -> Tenants {
+        let text = format!(
+            r#"
+            [server]
+            {extra_server}
+            [partner]
+            api_key = {{ env = "P" }}
+            [[tenants]]
+            id = "acme"
+            api_key = {{ env = "A" }}
+            shop_key = {{ env = "S" }}
+            [[tenants]]
+            id = "solo"
+            api_key = {{ env = "A2" }}
+            allowed_callers = ["10.1.0.0/16"]
+            "#
+        );
+        let env = |n: &str| {
+            Some(match n {
+                "P" => "9:partner".to_owned(),
+                "A" => "1:acme".to_owned(),
+                "S" => "shop1:acme".to_owned(),
+                _ => "2:solo".to_owned(),
+            })
+        };
+        let cfg = Config::parse(&text, Path::new("."), &env).expect("config");
+        Tenants::new(&cfg)
+    }
+
+    fn hdr(tenant: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant-id", tenant.parse().expect("value"));
+        h
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn each_key_class_picks_its_key() {
+        let t = tenants("");
+        let bearer = |h: &HeaderMap, c| {
+            t.credential(h, c, LOCAL)
+                .expect("credential")
+                .key
+                .bearer()
+                .clone()
+        };
+        assert_eq!(bearer(&hdr("acme"), KeyClass::ApiKey), "Bearer 1:acme");
+        assert_eq!(bearer(&hdr("acme"), KeyClass::ShopKey), "Bearer shop1:acme");
+        assert_eq!(bearer(&HeaderMap::new(), KeyClass::Partner), "Bearer 9:partner");
+    }
+
+    #[test]
+    fn tenant_errors() {
+        let t = tenants("");
+        let err = |h: &HeaderMap, c| t.credential(h, c, LOCAL).unwrap_err();
+        assert!(matches!(
+            err(&HeaderMap::new(), KeyClass::ApiKey),
+            GatewayError::MissingTenant
+        ));
+        assert!(matches!(
+            err(&hdr("nobody"), KeyClass::ApiKey),
+            GatewayError::UnknownTenant
+        ));
+        assert!(matches!(
+            err(&hdr("bad id!"), KeyClass::ApiKey),
+            GatewayError::MalformedTenant
+        ));
+        let ten = "10.1.2.3".parse().expect("ip");
+        assert!(matches!(
+            t.credential(&hdr("solo"), KeyClass::ShopKey, ten).unwrap_err(),
+            GatewayError::KeyNotConfigured(KeyClass::ShopKey)
+        ));
+        assert!(matches!(
+            t.credential(&hdr("solo"), KeyClass::ApiKey, LOCAL)
+                .unwrap_err(),
+            GatewayError::CallerNotAllowed
+        ));
+        assert!(t.credential(&hdr("solo"), KeyClass::ApiKey, ten).is_ok());
+    }
+
+    #[test]
+    fn default_tenant_makes_the_header_optional() {
+        let t = tenants("default_tenant = \"acme\"");
+        let c = t
+            .credential(&HeaderMap::new(), KeyClass::ApiKey, LOCAL)
+            .expect("default tenant");
+        assert_eq!(&*c.tenant.expect("tenant").id, "acme");
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_match_ipv4_blocks() {
+        let nets: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("net")];
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert!(allowed(Some(&nets), mapped).is_ok());
+        assert!(allowed(Some(&nets), "::1".parse().expect("ip")).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The connection to eTelecom: a pooled hyper-util client over hyper-rustls (HTTP/1.1 and HTTP/2
+//! by ALPN), its timeouts, and the classification of what can go wrong on the way.
+//!
+//! The whole exchange, response headers and body, runs under `timeout`: a stalled upstream turns
+//! into a 504, never a hung caller. Bodies are read whole (eTelecom answers small JSON documents)
+//! under `max_response_bytes`.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, Version, request};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::headers;
+
+/// Why no usable answer came back from eTelecom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the upstream")]
+    Connect,
+    #[error("timed out connecting to the upstream")]
+    ConnectTimeout,
+    #[error("TLS failure with the upstream")]
+    Tls,
+    #[error("invalid or broken HTTP exchange with the upstream")]
+    Protocol,
+    #[error("upstream response larger than the configured limit")]
+    ResponseTooLarge,
+    #[error("upstream did not answer in time")]
+    Timeout,
+}
+
+impl UpstreamError {
+    /// The closed-set label for logs and metrics.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::ConnectTimeout | Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::Protocol | Self::ResponseTooLarge => "protocol",
+        }
+    }
+}
+
+/// eTelecom's answer, read whole.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The pooled client and where it points.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    path_prefix: Arc<str>,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+        let tls = client_tls(cfg)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if cfg.scheme == Scheme::HTTPS {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
+        let connector = builder.enable_all_versions().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let host = HeaderValue::from_str(cfg.authority.as_str())
+            .map_err(|_| "upstream authority is not a valid Host header".to_owned())?;
+        Ok(Self {
+            client,
+            scheme: cfg.scheme.clone(),
+            authority: cfg.authority.clone(),
+            host,
+            path_prefix: cfg.path_prefix.as_ref().into(),
+            timeout: cfg.timeout,
+            max_response_bytes: usize::try_from(cfg.max_response_bytes).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Forwards one call: the caller's request head (credentials and hop-by-hop headers are
+    /// stripped here), the key to inject and the checked body.
+    pub async fn send(
+        &self,
+        mut parts: request::Parts,
+        path: &str,
+        tenant_header: &HeaderName,
+        bearer: &HeaderValue,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        parts.uri = self.uri(path)?;
+        parts.method = http::Method::POST;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        headers::to_upstream(&mut parts.headers, tenant_header, bearer, &self.host);
+        let req = Request::from_parts(parts, Full::new(body));
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(classify)?;
+            let (mut head, body) = resp.into_parts();
+            let body = Limited::new(body, self.max_response_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        UpstreamError::ResponseTooLarge
+                    } else {
+                        tracing::warn!(error = %chain(&*e), "upstream response body failed");
+                        UpstreamError::Protocol
+                    }
+                })?
+                .to_bytes();
+            headers::to_caller(&mut head.headers);
+            Ok(UpstreamResponse {
+                status: head.status,
+                headers: head.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
+    fn uri(&self, path: &str) -> Result<Uri, UpstreamError> {
+        let path_and_query = if self.path_prefix.is_empty() {
+            PathAndQuery::try_from(path)
+        } else {
+            PathAndQuery::try_from(format!("{}{path}", self.path_prefix))
+        }
+        .map_err(|_| UpstreamError::Protocol)?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| UpstreamError::Protocol)
+    }
+}
+
+/// The rustls client config: Mozilla's roots (compiled in, so a distroless image needs no CA
+/// bundle) plus the operator's extra roots. No process-wide crypto provider is installed.
+fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in &cfg.extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("upstream.ca_file: certificate rejected: {e}"))?;
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Sorts a client error into connect / TLS / protocol, logging the cause (which names the
+/// upstream address and never a header).
+fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+    let kind = classify_kind(&e);
+    tracing::warn!(error = %chain(&e), kind = kind.kind(), "upstream request failed");
+    kind
+}
+
+fn classify_kind(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return UpstreamError::Tls;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                return UpstreamError::Tls;
+            }
+            if e.is_connect() && io.kind() == std::io::ErrorKind::TimedOut {
+                return UpstreamError::ConnectTimeout;
+            }
+        }
+        cause = c.source();
+    }
+    if e.is_connect() {
+        UpstreamError::Connect
+    } else {
+        UpstreamError::Protocol
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
