@@ -94,9 +94,7 @@ mod tests {
     #[tokio::test]
     async fn streamed_oversize_is_cut_off() {
         let chunks = (0..4).map(|_| {
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(
-                b"aaaa",
-            )))
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"aaaa")))
         });
         let body = StreamBody::new(iter_stream(chunks));
         let err = collect_limited(&HeaderMap::new(), body, 10)

@@ -136,7 +136,10 @@ impl Catalogue {
         let mut by_path = HashMap::new();
         for (i, e) in raw.iter().enumerate() {
             let id = MethodId(u16::try_from(i).map_err(|_| "too many methods")?);
-            if by_path.insert(e.path.clone().into_boxed_str(), id).is_some() {
+            if by_path
+                .insert(e.path.clone().into_boxed_str(), id)
+                .is_some()
+            {
                 return Err(format!("duplicate path {}", e.path));
             }
         }
@@ -240,9 +243,7 @@ pub fn split_path(path: &str) -> Option<(Prefix, (&str, &str))> {
     };
     let (service, method) = rest.split_once('/')?;
     let ident = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     (ident(service) && ident(method)).then_some((prefix, (service, method)))
 }

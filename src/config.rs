@@ -96,7 +96,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problems):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problems):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -142,13 +146,15 @@ impl Config {
         source: &dyn SecretSource,
     ) -> Result<Config, ConfigError> {
         let root: Table = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![format!("TOML syntax: {}", e.to_string().trim())],
+            problems: vec![toml_syntax(text, &e)],
         })?;
         let mut p = Parser {
             problems: Vec::new(),
             warnings: Vec::new(),
             base_dir,
             source,
+            default_tenant: None,
+            tenant_ids: HashSet::new(),
         };
         let mut root = Section::root(root);
         let section = root.table(&mut p, "server");
@@ -163,15 +169,15 @@ impl Config {
         let tenants = p.tenants(&mut root);
         root.finish(&mut p);
 
-        if let (Some(server), tenants) = (&server, &tenants) {
-            if let Some(d) = &server.default_tenant {
-                if !tenants.iter().any(|t| t.id == *d) {
-                    p.problem(
-                        "server.default_tenant",
-                        format!("names tenant {d:?}, which is not configured"),
-                    );
-                }
-            }
+        let unknown_default = p
+            .default_tenant
+            .take()
+            .filter(|d| !p.tenant_ids.contains(&**d));
+        if let Some(d) = unknown_default {
+            p.problem(
+                "server.default_tenant",
+                format!("names tenant {d:?}, which is not configured"),
+            );
         }
         match (server, upstream, routing) {
             (Some(server), Some(upstream), Some(routing)) if p.problems.is_empty() => Ok(Config {
@@ -194,6 +200,10 @@ struct Parser<'a> {
     warnings: Vec<String>,
     base_dir: &'a Path,
     source: &'a dyn SecretSource,
+    /// `server.default_tenant`, kept even when `[server]` has other problems.
+    default_tenant: Option<Arc<str>>,
+    /// Every well-formed tenant id declared, including tenants that have other problems.
+    tenant_ids: HashSet<String>,
 }
 
 /// A table being taken apart; whatever is left at `finish` is unknown.
@@ -247,7 +257,10 @@ impl Section {
         match self.table.remove(key)? {
             Value::Table(table) => Some(Section { path, table }),
             other => {
-                p.problem(&path, format!("must be a table, found {}", other.type_str()));
+                p.problem(
+                    &path,
+                    format!("must be a table, found {}", other.type_str()),
+                );
                 None
             }
         }
@@ -360,6 +373,7 @@ impl Parser<'_> {
         let default_tenant = s
             .take::<String>(self, "default_tenant")
             .map(|t| Arc::<str>::from(t.as_str()));
+        self.default_tenant.clone_from(&default_tenant);
         let allowed_callers = s.cidrs(self, "allowed_callers").unwrap_or_else(|| {
             ["127.0.0.0/8", "::1/128"]
                 .iter()
@@ -420,9 +434,15 @@ impl Parser<'_> {
     }
 
     fn base_url(&mut self, url: &str, allow_http: bool) -> Option<(Scheme, Authority, Box<str>)> {
+        // User info may hold a password: such a URL is not echoed.
+        let shown = if url.contains('@') {
+            "(URL not shown: it holds an @)".to_owned()
+        } else {
+            format!("{url:?}")
+        };
         let mut fail = |msg: &str| {
             self.problems
-                .push(format!("upstream.base_url: {url:?} {msg}"));
+                .push(format!("upstream.base_url: {shown} {msg}"));
             None
         };
         let Ok(uri) = url.parse::<Uri>() else {
@@ -439,9 +459,12 @@ impl Parser<'_> {
             return fail("must not carry a query");
         }
         if scheme == Scheme::HTTP {
-            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-            let loopback = host == "localhost"
-                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback =
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback && !allow_http {
                 return fail(
                     "uses plain http to a non-loopback host; use https or set upstream.allow_insecure_http = true",
@@ -536,7 +559,6 @@ impl Parser<'_> {
             self.problem("tenants", "must be an array of tables ([[tenants]])".into());
             return Vec::new();
         };
-        let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("tenants[{i}]");
@@ -559,7 +581,7 @@ impl Parser<'_> {
                     );
                     None
                 }
-                Some(id) if !seen.insert(id.clone()) => {
+                Some(id) if !self.tenant_ids.insert(id.clone()) => {
                     self.problem(&s.key_path("id"), format!("duplicate tenant id {id:?}"));
                     None
                 }
@@ -607,6 +629,21 @@ impl Parser<'_> {
                 "{path}: the key does not have the shape eTelecom issues for this use ({want}); eTelecom may refuse it"
             ));
         }
+    }
+}
+
+/// A TOML syntax error by position and message only: toml's own `Display` quotes the offending
+/// line, which may hold a key pasted inline.
+fn toml_syntax(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("TOML syntax at line {line}, column {column}: {msg}")
+        }
+        None => format!("TOML syntax: {msg}"),
     }
 }
 

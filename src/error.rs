@@ -114,7 +114,9 @@ impl GatewayError {
             Self::UnknownTenant => "unknown tenant",
             Self::CallerNotAllowed => "caller address is not allowed",
             Self::KeyNotConfigured(k) => k.missing_message(),
-            Self::UnknownRoute => "no such eTelecom method path; expected POST /v1/shop.<Service>/<Method> or /v1/partner.<Service>/<Method>",
+            Self::UnknownRoute => {
+                "no such eTelecom method path; expected POST /v1/shop.<Service>/<Method> or /v1/partner.<Service>/<Method>"
+            }
             Self::UnknownMethodRejected => "method is not in the gateway's catalogue",
             Self::MethodNotAllowed => "only POST is accepted",
             Self::AbsoluteForm => "absolute-form request targets are not accepted",
@@ -239,8 +241,8 @@ mod tests {
 
     #[tokio::test]
     async fn missing_key_names_the_key() {
-        let v = body_json(GatewayError::KeyNotConfigured(KeyClass::ShopKey).into_response("r"))
-            .await;
+        let v =
+            body_json(GatewayError::KeyNotConfigured(KeyClass::ShopKey).into_response("r")).await;
         assert!(v["msg"].as_str().expect("msg").contains("shop_key"));
     }
 }

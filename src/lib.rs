@@ -15,7 +15,7 @@
 //! - [`redact`]: the only route from request data to the logs.
 //! - [`access_log`]: request ids and the per-request access-log event.
 //! - [`proxy`]: the lifecycle, in order; [`server`]: listener, limits, graceful stop.
-//! - [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
+//! - [`app`]: bind, serve, stop on a signal; [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
 //!
 //! # A request's path
 //! accept ([`server`]) → caller allowed? → route ([`route`]) → credential ([`tenants`]) →
@@ -23,12 +23,15 @@
 //! [`error::GatewayError::into_response`]; always one access-log event ([`access_log`]).
 
 pub mod access_log;
+pub mod app;
 pub mod body;
 pub mod catalogue;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod logging;
+pub mod mock;
 pub mod proxy;
 pub mod redact;
 pub mod route;

@@ -110,6 +110,7 @@ impl Gateway {
             );
         }
 
+        parts.headers.insert(REQUEST_ID, log.request_id.clone());
         let uri = std::mem::take(&mut parts.uri);
         let upstream = inner
             .upstream

@@ -64,15 +64,12 @@ impl fmt::Display for Headers<'_> {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let shown = if *name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION
-            {
+            let shown = if *name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION {
                 match value.as_bytes().get(..7) {
                     Some(p) if p.eq_ignore_ascii_case(b"bearer ") => "Bearer [REDACTED]",
                     _ => MASK,
                 }
-            } else if value.is_sensitive()
-                || *name == header::COOKIE
-                || *name == header::SET_COOKIE
+            } else if value.is_sensitive() || *name == header::COOKIE || *name == header::SET_COOKIE
             {
                 MASK
             } else {
@@ -103,15 +100,21 @@ mod tests {
         let shown = Body::new(body, &m.response_secrets).to_string();
         assert!(!shown.contains("CANARY"), "{shown}");
         assert!(shown.contains("\"extension_number\":\"101\""), "{shown}");
-        assert!(shown.contains("\"code\":\"ok\""), "error codes stay visible: {shown}");
+        assert!(
+            shown.contains("\"code\":\"ok\""),
+            "error codes stay visible: {shown}"
+        );
     }
 
     #[test]
     fn connect_oa_code_is_masked_in_its_request_only() {
         let c = Catalogue::get();
         let m = c.lookup("/v1/partner.Zalo/ConnectOA").expect("ConnectOA");
-        let shown = Body::new(br#"{"code":"CANARY-oauth","oa_id":"1"}"#, &m.request_secrets)
-            .to_string();
+        let shown = Body::new(
+            br#"{"code":"CANARY-oauth","oa_id":"1"}"#,
+            &m.request_secrets,
+        )
+        .to_string();
         assert!(!shown.contains("CANARY"), "{shown}");
         assert!(shown.contains("oa_id"));
     }
@@ -138,7 +141,10 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("application/json"));
         let shown = Headers(&h).to_string();
         assert!(!shown.contains("CANARY"), "{shown}");
-        assert!(shown.contains("authorization: Bearer [REDACTED]"), "{shown}");
+        assert!(
+            shown.contains("authorization: Bearer [REDACTED]"),
+            "{shown}"
+        );
         assert!(shown.contains("accept: application/json"), "{shown}");
     }
 }

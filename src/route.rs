@@ -103,7 +103,11 @@ mod tests {
         let cases: &[(&str, &str, u16)] = &[
             ("POST", "/", 404),
             ("POST", "/v1/admin.Etelecom/X", 404),
-            ("POST", "/v1/shop.Etelecom/../partner.Misc/CurrentAccount", 404),
+            (
+                "POST",
+                "/v1/shop.Etelecom/../partner.Misc/CurrentAccount",
+                404,
+            ),
             ("POST", "/v1/shop.Etelecom/%2e%2e", 404),
             ("POST", "/v1/shop.Etelecom/A/B", 404),
             ("GET", "/v1/shop.Etelecom/GetExtensionInfo", 405),

@@ -52,6 +52,14 @@ impl SecretRef {
     /// Resolves the reference. The error text names the source, never the value.
     pub fn load(&self, base_dir: &Path, source: &dyn SecretSource) -> Result<ApiKey, String> {
         let raw = match self {
+            // A key pasted where the variable's name goes must not be echoed back.
+            Self::Env(name) if !valid_env_name(name) => {
+                return Err(
+                    "is not a valid environment variable name (letters, digits, _ . - \
+                     only); a key is never written in the config itself"
+                        .into(),
+                );
+            }
             Self::Env(name) => match source.env(name) {
                 None => return Err(format!("environment variable {name} is not set")),
                 Some(v) if v.is_empty() => {
@@ -83,6 +91,15 @@ impl SecretRef {
             Self::File(path) => format!("secret file {}", path.display()),
         }
     }
+}
+
+/// Environment variable names as shells and Kubernetes accept them. eTelecom keys always hold a
+/// `:`, so a key written in place of a name is caught here.
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A loaded eTelecom key.
@@ -118,7 +135,10 @@ impl ApiKey {
 
     /// The first 8 hex digits of the key's SHA-256: enough to tell key versions apart.
     pub fn fingerprint(&self) -> String {
-        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+        self.fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Whether the key has the shape eTelecom issues for this use: `shop<id>:<secret>` for a
@@ -168,7 +188,10 @@ mod tests {
         assert!(!format!("{k:?}").contains("canary"));
         assert!(!format!("{k}").contains("canary"));
         assert!(!format!("{:?}", k.bearer()).contains("canary"));
-        assert_eq!(k.bearer().to_str().expect("ascii"), format!("Bearer {CANARY}"));
+        assert_eq!(
+            k.bearer().to_str().expect("ascii"),
+            format!("Bearer {CANARY}")
+        );
         assert_eq!(k.fingerprint().len(), 8);
     }
 

@@ -102,7 +102,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace_ms = limits.grace.as_millis() as u64, "stopped accepting; draining");
+    tracing::info!(
+        grace_ms = limits.grace.as_millis() as u64,
+        "stopped accepting; draining"
+    );
     if tokio::time::timeout(limits.grace, graceful.shutdown())
         .await
         .is_err()

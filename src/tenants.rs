@@ -171,7 +171,10 @@ mod tests {
         };
         assert_eq!(bearer(&hdr("acme"), KeyClass::ApiKey), "Bearer 1:acme");
         assert_eq!(bearer(&hdr("acme"), KeyClass::ShopKey), "Bearer shop1:acme");
-        assert_eq!(bearer(&HeaderMap::new(), KeyClass::Partner), "Bearer 9:partner");
+        assert_eq!(
+            bearer(&HeaderMap::new(), KeyClass::Partner),
+            "Bearer 9:partner"
+        );
     }
 
     #[test]
@@ -192,7 +195,8 @@ mod tests {
         ));
         let ten = "10.1.2.3".parse().expect("ip");
         assert!(matches!(
-            t.credential(&hdr("solo"), KeyClass::ShopKey, ten).unwrap_err(),
+            t.credential(&hdr("solo"), KeyClass::ShopKey, ten)
+                .unwrap_err(),
             GatewayError::KeyNotConfigured(KeyClass::ShopKey)
         ));
         assert!(matches!(

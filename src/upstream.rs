@@ -194,15 +194,17 @@ fn classify_kind(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         if c.is::<rustls::Error>() {
             return UpstreamError::Tls;
         }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-                return UpstreamError::Tls;
-            }
-            if e.is_connect() && io.kind() == std::io::ErrorKind::TimedOut {
+        // `io::Error::source` skips the error it wraps, so walk into it by hand.
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) if e.is_connect() && io.kind() == std::io::ErrorKind::TimedOut => {
                 return UpstreamError::ConnectTimeout;
             }
-        }
-        cause = c.source();
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => c.source(),
+            },
+            None => c.source(),
+        };
     }
     if e.is_connect() {
         UpstreamError::Connect

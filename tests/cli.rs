@@ -1,0 +1,478 @@
+//! The command line as ops use it: `check` and its exit codes, `serve` refusing a bad config,
+//! every shipped config file loading, and the redaction canary run at trace level.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use etelecom_gateway::config::Config;
+use etelecom_gateway::mock::{MockAccounts, MockOptions, MockShop, MockUpstream};
+use etelecom_gateway::secret::SecretSource;
+
+const BIN: &str = env!("CARGO_BIN_EXE_etelecom-gateway");
+
+/// Answers every env var and every secret file with a dummy key of the right shape.
+struct FakeSecrets;
+
+impl SecretSource for FakeSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        Some(if name.contains("SHOP_KEY") {
+            "shop1001:dummy".into()
+        } else {
+            "1001:dummy".into()
+        })
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        let name = path.to_string_lossy();
+        Ok(if name.contains("shop_key") {
+            "shop1001:dummy\n".into()
+        } else {
+            "1001:dummy\n".into()
+        })
+    }
+}
+
+#[test]
+fn every_file_in_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = Config::load(&path, &FakeSecrets)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                cfg.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                cfg.warnings
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "expected the example configs in {}",
+        dir.display()
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_prints_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "k", "1001:CANARY-check-key\n");
+    let cfg = write(
+        dir.path(),
+        "gw.toml",
+        "[[tenants]]\nid = \"acme\"\napi_key = { file = \"k\" }\nshop_key = { env = \"CHECK_SHOP_KEY\" }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CHECK_SHOP_KEY", "shop1001:CANARY-check-shop")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("ok:"), "{stdout}");
+    assert!(!stdout.contains("CANARY") && !stderr.contains("CANARY"));
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "gw.toml",
+        r#"
+bogus = 1
+[server]
+listen = "nowhere"
+allowed_callers = ["10.0.0.0/33"]
+[upstream]
+base_url = "http://api.etelecom.vn"
+[[tenants]]
+id = "acme"
+api_key = "1001:CANARY-inline"
+[[tenants]]
+id = "acme"
+api_key = { env = "CHECK_UNSET_VAR" }
+[[tenants]]
+id = "empty"
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("CHECK_UNSET_VAR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{stdout}");
+    for path in [
+        "bogus: unknown key",
+        "server.listen:",
+        "server.allowed_callers[0]:",
+        "upstream.base_url:",
+        "tenants[0].api_key:",
+        "tenants[1].id: duplicate",
+        "tenants[1].api_key.env: environment variable CHECK_UNSET_VAR is not set",
+        "tenants[2]: has no key at all",
+    ] {
+        assert!(stdout.contains(path), "missing {path:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("CANARY"), "{stdout}");
+}
+
+#[test]
+fn config_path_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "gw.toml", "[server]\nlisten = \"bad\"\n");
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("ETELECOM_GATEWAY_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("server.listen"));
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "gw.toml", "[server]\nlisten = \"bad\"\n");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
+
+/// A running gateway process; killed on drop.
+struct Proc {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads output until a line contains `needle`; returns that line.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("no line with {needle:?}; got:\n{}", self.log.join("\n"))
+                });
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGINT and collects the rest of the output; returns the exit code.
+    fn interrupt(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(line);
+        }
+        status.code()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listen_addr(line: &str) -> std::net::SocketAddr {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["listen"].as_str().unwrap().parse().unwrap()
+}
+
+/// Canary keys and canary passwords through every flow at trace level: none may appear in any
+/// log line or in any error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
+    let accounts = MockAccounts {
+        shops: vec![MockShop {
+            id: "1001".into(),
+            api_key: "1001:CANARY-api-key".into(),
+            shop_key: "shop1001:CANARY-shop-key".into(),
+        }],
+        partner_key: "9000:CANARY-partner-key".into(),
+    };
+    let mock = MockUpstream::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        MockOptions {
+            accounts: accounts.clone(),
+            tls: true,
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ca.pem", mock.ca_pem().unwrap());
+    write(dir.path(), "shop.key", "shop1001:CANARY-shop-key\n");
+    write(dir.path(), "partner.key", "9000:CANARY-partner-key\n");
+    let cfg = write(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "{}"
+ca_file = "ca.pem"
+timeout_ms = 500
+[partner]
+api_key = {{ file = "partner.key" }}
+[[tenants]]
+id = "acme"
+api_key = {{ env = "CANARY_API_KEY" }}
+shop_key = {{ file = "shop.key" }}
+"#,
+            mock.base_url()
+        ),
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "trace")
+        .env("CANARY_API_KEY", "1001:CANARY-api-key");
+    let mut gw = Proc::spawn(cmd);
+    let addr = listen_addr(&gw.wait_for("gateway listening"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let send = |path: &str, body: &str, extra: &[(&str, &str)]| {
+        let mut req = common::post(addr, path, Some("acme"), body);
+        for (k, v) in extra {
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let caller = [
+        ("authorization", "Bearer CANARY-caller-token"),
+        ("cookie", "sid=CANARY-caller-cookie"),
+    ];
+    type Flow<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let flows: Vec<Flow<'_>> = vec![
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            r#"{"extension_number":"101"}"#,
+            &caller,
+        ),
+        ("/v1/partner.Etelecom/GetExtensions", "{}", &[]),
+        (
+            "/v1/partner.Etelecom/CreateExtension",
+            r#"{"hotline_id":"1","extension_number":102}"#,
+            &[],
+        ),
+        (
+            "/v1/partner.Shop/CreateAccountUser",
+            r#"{"full_name":"A","password":"CANARY-user-password","phone":"1"}"#,
+            &[],
+        ),
+        (
+            "/v1/shop.Zalo/ConnectOA",
+            r#"{"code":"CANARY-oauth-code","oa_id":"1"}"#,
+            &[],
+        ),
+        (
+            "/v1/shop.Zalo/AuthorizeOA",
+            r#"{"app_id":"1","app_secret":"CANARY-app-secret"}"#,
+            &[],
+        ),
+        ("/v1/partner.Misc/CurrentAccount", "{}", &[]),
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            "{}",
+            &[("x-mock-behaviour", "status=401")],
+        ),
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            "{}",
+            &[("x-mock-behaviour", "hang")],
+        ),
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            "{}",
+            &[("x-mock-behaviour", "reset")],
+        ),
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            "[\"CANARY-not-an-object\"]",
+            &[],
+        ),
+    ];
+    let mut passwords = Vec::new();
+    for (path, body, extra) in &flows {
+        let (status, text) = send(path, body, extra).await;
+        if status.is_success() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                collect_passwords(&v, &mut passwords);
+            }
+        } else if status != 401 {
+            assert!(!text.contains("CANARY"), "{path}: error body leaks: {text}");
+        }
+    }
+    assert!(
+        !passwords.is_empty(),
+        "the flows returned extension passwords"
+    );
+    assert_eq!(gw.interrupt(), Some(0));
+    let log = gw.log.join("\n");
+    assert!(
+        log.contains("\"message\":\"request\""),
+        "access log present"
+    );
+    assert!(log.contains("response body"), "debug body logging ran");
+    for line in &gw.log {
+        assert!(!line.contains("CANARY"), "log line leaks a canary: {line}");
+        for p in &passwords {
+            assert!(
+                !line.contains(p.as_str()),
+                "log line leaks a password: {line}"
+            );
+        }
+    }
+    mock.shutdown().await;
+}
+
+fn collect_passwords(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::String(s) if k == "extension_password" => {
+                        out.push(s.clone())
+                    }
+                    _ => collect_passwords(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|i| collect_passwords(i, out)),
+        _ => {}
+    }
+}
+
+/// `demo` starts on a free port, its printed curl commands succeed (the last one being the error
+/// case), and Ctrl-C stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_and_its_commands_work() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--listen", "127.0.0.1:0"]);
+    let mut demo = Proc::spawn(cmd);
+    demo.wait_for("Press Ctrl-C");
+    let commands: Vec<String> = demo
+        .log
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .cloned()
+        .collect();
+    assert_eq!(commands.len(), 5, "{:?}", demo.log);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut statuses = Vec::new();
+    for c in &commands {
+        let req = curl_to_request(c);
+        let resp = client.request(req).await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 403], "{commands:#?}");
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.log.join("\n"));
+}
+
+/// Parses the demo's `curl -s -i -X POST URL -H 'k: v' ... -d 'body'` lines.
+fn curl_to_request(cmd: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut parts = Vec::new();
+    let mut rest = cmd.trim();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('\'') {
+            let end = r.find('\'').unwrap();
+            parts.push(r[..end].to_owned());
+            rest = r[end + 1..].trim_start();
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            parts.push(rest[..end].to_owned());
+            rest = rest[end..].trim_start();
+        }
+    }
+    let url = parts.iter().find(|p| p.starts_with("http://")).unwrap();
+    let mut req = http::Request::post(url.as_str());
+    let mut body = String::new();
+    let mut it = parts.iter();
+    while let Some(p) = it.next() {
+        match p.as_str() {
+            "-H" => {
+                let (k, v) = it.next().unwrap().split_once(": ").unwrap();
+                req = req.header(k, v);
+            }
+            "-d" => body = it.next().unwrap().clone(),
+            _ => {}
+        }
+    }
+    req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap()
+}

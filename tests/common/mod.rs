@@ -1,0 +1,272 @@
+//! Test harness: the mock eTelecom and the gateway, both in-process on `127.0.0.1:0`, and a
+//! plain HTTP/1.1 client. No fixed ports; the gateway stops when the harness is dropped.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etelecom_gateway::config::Config;
+use etelecom_gateway::mock::{MockAccounts, MockOptions, MockUpstream};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const SHOP_API: &str = "/v1/shop.Etelecom/GetExtensionInfo";
+pub const PARTNER_SHOP: &str = "/v1/partner.Etelecom/GetExtensions";
+pub const PARTNER_LEVEL: &str = "/v1/partner.Etelecom/GetPartnerTenantList";
+
+/// What a test can change in the generated config.
+#[derive(Clone)]
+pub struct Setup {
+    pub tls: bool,
+    /// Extra lines for `[server]`.
+    pub server: String,
+    /// Extra lines for `[upstream]`.
+    pub upstream: String,
+    /// Extra top-level sections.
+    pub extra: String,
+    /// Override the upstream base URL (e.g. a closed port).
+    pub base_url: Option<String>,
+    /// Extra lines for the `acme` tenant.
+    pub acme: String,
+    /// Whether `[partner]` is configured.
+    pub partner: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            server: String::new(),
+            upstream: "timeout_ms = 2000\nconnect_timeout_ms = 1000".into(),
+            extra: String::new(),
+            base_url: None,
+            acme: String::new(),
+            partner: true,
+        }
+    }
+}
+
+pub struct Harness {
+    pub mock: MockUpstream,
+    pub accounts: MockAccounts,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// The config text the harness uses: tenants `acme` (both keys) and `globex` (api_key only),
+/// and the partner key, all as `{ file = ... }` secrets in `dir`.
+pub fn config_text(setup: &Setup, base_url: &str) -> String {
+    let ca = if setup.tls {
+        "ca_file = \"ca.pem\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[upstream]
+base_url = "{base_url}"
+{ca}{upstream}
+
+{partner}
+[[tenants]]
+id = "acme"
+api_key = {{ file = "acme.api" }}
+shop_key = {{ file = "acme.shop" }}
+{acme}
+
+[[tenants]]
+id = "globex"
+api_key = {{ file = "globex.api" }}
+
+{extra}
+"#,
+        server = setup.server,
+        upstream = setup.upstream,
+        extra = setup.extra,
+        acme = setup.acme,
+        partner = if setup.partner {
+            "[partner]\napi_key = { file = \"partner.key\" }\n"
+        } else {
+            ""
+        },
+    )
+}
+
+pub fn write_keys(dir: &Path, accounts: &MockAccounts) {
+    let w = |n: &str, v: &str| std::fs::write(dir.join(n), format!("{v}\n")).unwrap();
+    w("partner.key", &accounts.partner_key);
+    w("acme.api", &accounts.shops[0].api_key);
+    w("acme.shop", &accounts.shops[0].shop_key);
+    w("globex.api", &accounts.shops[1].api_key);
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Harness {
+        let accounts = MockAccounts::demo();
+        let mock = MockUpstream::start(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            MockOptions {
+                accounts: accounts.clone(),
+                tls: setup.tls,
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_keys(dir.path(), &accounts);
+        if let Some(pem) = mock.ca_pem() {
+            std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+        }
+        let base = setup.base_url.clone().unwrap_or_else(|| mock.base_url());
+        let text = config_text(&setup, &base);
+        let no_env = |_: &str| None;
+        let cfg = Config::parse(&text, dir.path(), &no_env).unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            etelecom_gateway::app::run(&cfg, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Harness {
+            mock,
+            accounts,
+            addr,
+            dir,
+            client,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` to `path` for `tenant`, with extra headers.
+    pub async fn call_with(
+        &self,
+        path: &str,
+        tenant: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::post(self.url(path)).header("content-type", "application/json");
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        self.send(req).await
+    }
+
+    pub async fn call(&self, path: &str, tenant: Option<&str>, body: &str) -> Reply {
+        self.call_with(path, tenant, body, &[]).await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("gateway answered in time")
+            .expect("gateway answered");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Stops the gateway and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts a gateway error: status, code, `meta.source` and the request id echoed.
+    pub fn assert_gateway_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        let v = self.json();
+        assert_eq!(v["code"], code, "{v}");
+        assert_eq!(v["meta"]["source"], "gateway", "{v}");
+        let id = self.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(v["meta"]["request_id"], id, "{v}");
+        assert_eq!(self.headers["content-type"], "application/json");
+    }
+}
+
+/// Starts one more gateway from config text whose relative paths resolve in `dir`; it runs
+/// until the test's runtime ends. Returns its address.
+pub async fn spawn_gateway(text: &str, dir: &Path) -> SocketAddr {
+    let cfg = Config::parse(text, dir, &|_: &str| None).unwrap_or_else(|e| panic!("{e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        etelecom_gateway::app::run(&cfg, listener, std::future::pending()).await
+    });
+    addr
+}
+
+/// A POST of `body` to `path` on the gateway at `addr`.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    tenant: Option<&str>,
+    body: &str,
+) -> Request<Full<Bytes>> {
+    let mut req =
+        Request::post(format!("http://{addr}{path}")).header("content-type", "application/json");
+    if let Some(t) = tenant {
+        req = req.header("x-tenant-id", t);
+    }
+    req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
