@@ -6,8 +6,11 @@
 //! [`MockAccounts`], [`Behaviour`], [`Received`]), the accept loop and
 //! connection lifecycle, request recording, behaviour control (global, over
 //! HTTP at `/__mock/*`, and per request with the `x-mock-behaviour` header)
-//! and [`run_standalone`]. Routing/auth rules live in `mock/auth.rs`, response
-//! bodies in `mock/bodies.rs`, certificate generation in `mock/tls.rs`.
+//! and [`run_standalone`]. The accept loop, connections and the answer to a
+//! request live in `mock/server.rs`, the `/__mock/*` endpoints in
+//! `mock/control.rs`, routing/auth rules in `mock/auth.rs`, response bodies in
+//! `mock/bodies.rs`, certificate generation in `mock/tls.rs`, tests in
+//! `mock/tests.rs` and `mock/tests/`.
 //!
 //! Answer order for an API request: record it, apply the behaviour (per-request
 //! header, else global), then as eTelecom does: non-POST or unknown path → 404
