@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::catalogue::KeyClass;
+use crate::proxy::CacheStatus;
 
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -61,6 +62,7 @@ pub struct AccessLog {
     pub key_class: Option<KeyClass>,
     pub upstream_status: Option<StatusCode>,
     pub bytes_in: usize,
+    pub cache: Option<CacheStatus>,
     pub error: Option<(&'static str, String)>,
 }
 
@@ -75,6 +77,7 @@ impl AccessLog {
             key_class: None,
             upstream_status: None,
             bytes_in: 0,
+            cache: None,
             error: None,
         }
     }
@@ -95,6 +98,7 @@ impl AccessLog {
             key_class = self.key_class.map_or("-", KeyClass::as_str),
             status = status.as_u16(),
             upstream_status = self.upstream_status.map_or(0, |s| s.as_u16()),
+            cache = self.cache.map_or("-", CacheStatus::as_str),
             source = if self.upstream_status.is_some() && self.error.is_none() { "upstream" } else { "gateway" },
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,

@@ -28,9 +28,20 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "gateway listening"
     );
+    let (stop_tasks, stopped) = tokio::sync::watch::channel(());
+    let housekeeping = gateway
+        .limiter()
+        .spawn_housekeeping(cfg.rate_limit.housekeeping_interval, changed(stopped));
     server::serve(listener, gateway, Limits::from(&cfg.server), shutdown).await;
+    drop(stop_tasks);
+    let _ = housekeeping.await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Resolves when the sender side of `rx` sends or is dropped.
+async fn changed(mut rx: tokio::sync::watch::Receiver<()>) {
+    let _ = rx.changed().await;
 }
 
 /// Binds `cfg.server.listen` and serves until SIGTERM or SIGINT.

@@ -24,6 +24,9 @@ use toml::{Table, Value};
 
 use crate::secret::{ApiKey, SecretRef, SecretSource};
 
+mod limits;
+pub use limits::{CacheConfig, RateLimitConfig, RateMode, RatePolicy};
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,6 +35,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub partner: Option<PartnerConfig>,
     pub tenants: Vec<TenantConfig>,
+    pub rate_limit: RateLimitConfig,
+    pub cache: CacheConfig,
     /// Things that are allowed but probably wrong (a key of an unexpected shape). Never secret.
     pub warnings: Vec<String>,
 }
@@ -78,6 +83,8 @@ pub struct RoutingConfig {
 pub struct PartnerConfig {
     pub api_key: ApiKey,
     pub allowed_callers: Option<Vec<IpNet>>,
+    /// Overrides `[rate_limit]` for the partner key's one shared bucket.
+    pub rate_limit: Option<RatePolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +93,8 @@ pub struct TenantConfig {
     pub api_key: Option<ApiKey>,
     pub shop_key: Option<ApiKey>,
     pub allowed_callers: Option<Vec<IpNet>>,
+    /// Overrides `[rate_limit]` for each of this tenant's buckets.
+    pub rate_limit: Option<RatePolicy>,
 }
 
 /// Every problem found in a config, each under its key path.
@@ -163,6 +172,10 @@ impl Config {
         let upstream = p.upstream(section);
         let section = root.table(&mut p, "routing");
         let routing = p.routing(section);
+        let section = root.table(&mut p, "rate_limit");
+        let rate_limit = p.rate_limit(section);
+        let section = root.table(&mut p, "cache");
+        let cache = p.cache(section);
         let partner = root
             .optional_table(&mut p, "partner")
             .and_then(|s| p.partner(s));
@@ -179,15 +192,21 @@ impl Config {
                 format!("names tenant {d:?}, which is not configured"),
             );
         }
-        match (server, upstream, routing) {
-            (Some(server), Some(upstream), Some(routing)) if p.problems.is_empty() => Ok(Config {
-                server,
-                upstream,
-                routing,
-                partner,
-                tenants,
-                warnings: p.warnings,
-            }),
+        match (server, upstream, routing, rate_limit, cache) {
+            (Some(server), Some(upstream), Some(routing), Some(rate_limit), Some(cache))
+                if p.problems.is_empty() =>
+            {
+                Ok(Config {
+                    server,
+                    upstream,
+                    routing,
+                    partner,
+                    tenants,
+                    rate_limit,
+                    cache,
+                    warnings: p.warnings,
+                })
+            }
             _ => Err(ConfigError {
                 problems: p.problems,
             }),
@@ -531,6 +550,7 @@ impl Parser<'_> {
         let present = s.table.contains_key("api_key");
         let api_key = s.secret(self, "api_key");
         let allowed_callers = s.cidrs(self, "allowed_callers");
+        let rate_limit = self.rate_override(&mut s, "rate_limit");
         s.finish(self);
         if !present {
             self.problem("partner.api_key", "is required in [partner]".into());
@@ -540,6 +560,7 @@ impl Parser<'_> {
         Some(PartnerConfig {
             api_key,
             allowed_callers,
+            rate_limit,
         })
     }
 
@@ -598,6 +619,7 @@ impl Parser<'_> {
                 );
             }
             let allowed_callers = s.cidrs(self, "allowed_callers");
+            let rate_limit = self.rate_override(&mut s, "rate_limit");
             if let Some(k) = &api_key {
                 self.check_shape(k, false, &s.key_path("api_key"));
             }
@@ -612,6 +634,7 @@ impl Parser<'_> {
                     api_key,
                     shop_key,
                     allowed_callers,
+                    rate_limit,
                 });
             }
         }

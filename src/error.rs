@@ -14,11 +14,12 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::catalogue::KeyClass;
+use crate::ratelimit::RateLimitHeaders;
 use crate::upstream::UpstreamError;
 
 /// What went wrong, from the caller's point of view. `status()` and `code()` are exhaustive
 /// matches: a new variant does not compile until it has an answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("missing tenant header")]
     MissingTenant,
@@ -45,7 +46,10 @@ pub enum GatewayError {
     #[error("request body could not be read")]
     BodyRead,
     #[error("rate limited")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        retry_after: Duration,
+        headers: RateLimitHeaders,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
@@ -160,9 +164,13 @@ impl GatewayError {
             Self::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited {
+                retry_after,
+                headers: limits,
+            } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                limits.insert_into(headers);
             }
             _ => {}
         }
@@ -214,6 +222,7 @@ mod tests {
             (
                 GatewayError::RateLimited {
                     retry_after: Duration::from_millis(1500),
+                    headers: test_headers(),
                 },
                 429,
                 "resource_exhausted",
@@ -230,13 +239,23 @@ mod tests {
         }
     }
 
+    fn test_headers() -> RateLimitHeaders {
+        RateLimitHeaders {
+            policy: HeaderValue::from_static("\"default\";q=20;w=2"),
+            state: HeaderValue::from_static("\"default\";r=0;t=2"),
+        }
+    }
+
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let resp = GatewayError::RateLimited {
             retry_after: Duration::from_millis(1500),
+            headers: test_headers(),
         }
         .into_response("r");
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(resp.headers()["ratelimit-policy"], "\"default\";q=20;w=2");
+        assert_eq!(resp.headers()["ratelimit"], "\"default\";r=0;t=2");
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod app;
 pub mod body;
+pub mod cache;
 pub mod catalogue;
 pub mod config;
 pub mod demo;
@@ -33,6 +34,7 @@ pub mod headers;
 pub mod logging;
 pub mod mock;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redact;
 pub mod route;
 pub mod secret;

@@ -51,7 +51,7 @@ impl UpstreamError {
 }
 
 /// eTelecom's answer, read whole.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,

@@ -37,6 +37,11 @@ pub struct Setup {
     pub acme: String,
     /// Whether `[partner]` is configured.
     pub partner: bool,
+    /// The `[rate_limit]` section's body (generous by default so that only rate-limit tests
+    /// meet the limit).
+    pub rate_limit: String,
+    /// The `[cache]` section's body.
+    pub cache: String,
 }
 
 impl Default for Setup {
@@ -49,6 +54,8 @@ impl Default for Setup {
             base_url: None,
             acme: String::new(),
             partner: true,
+            rate_limit: "requests_per_second = 10000\nburst = 10000".into(),
+            cache: String::new(),
         }
     }
 }
@@ -81,6 +88,12 @@ listen = "127.0.0.1:0"
 base_url = "{base_url}"
 {ca}{upstream}
 
+[rate_limit]
+{rate_limit}
+
+[cache]
+{cache}
+
 {partner}
 [[tenants]]
 id = "acme"
@@ -98,6 +111,8 @@ api_key = {{ file = "globex.api" }}
         upstream = setup.upstream,
         extra = setup.extra,
         acme = setup.acme,
+        rate_limit = setup.rate_limit,
+        cache = setup.cache,
         partner = if setup.partner {
             "[partner]\napi_key = { file = \"partner.key\" }\n"
         } else {

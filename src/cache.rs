@@ -1,0 +1,316 @@
+//! The response cache: eTelecom reads served from memory for as long as their `expires_at`
+//! allows (see [`expiry`]), never across tenants, never after a write that makes them stale.
+//!
+//! - Key: tenant + key class + catalogue method (which fixes the path) + the method's
+//!   invalidation generation for that tenant + the canonical form of the JSON body (keys sorted,
+//!   whitespace dropped). The tenant is part of the key, so one tenant cannot be served another
+//!   tenant's entry by construction.
+//! - Single flight: concurrent identical misses share one upstream call (moka `try_get_with`);
+//!   if it fails, every waiter gets the failure and nothing is stored.
+//! - Invalidation: a successful write bumps the generation of each read it names (per tenant; a
+//!   partner-level write, having no tenant, bumps it for every tenant). Old entries become
+//!   unreachable at once and age out.
+//! - Staleness: an entry lives on past its freshness for `stale_if_error` (never past its
+//!   `expires_at`), so it can be served as STALE when eTelecom fails.
+//! - Memory: bounded by `max_bytes` through a weigher over key and body.
+//!
+//! This module never calls eTelecom itself: the proxy hands it the fetch future.
+
+pub mod expiry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde_json::Value;
+
+use crate::catalogue::{Catalogue, KeyClass, Method, MethodId};
+use crate::config::CacheConfig;
+
+/// Fixed cost per entry in the weigher (key and entry structs, moka bookkeeping).
+const ENTRY_OVERHEAD: usize = 160;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    tenant: Arc<str>,
+    class: KeyClass,
+    method: MethodId,
+    generation: u64,
+    body: Box<[u8]>,
+}
+
+impl CacheKey {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn method(&self) -> MethodId {
+        self.method
+    }
+}
+
+/// One stored answer (always a 200 with a JSON body).
+#[derive(Debug)]
+pub struct Entry {
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+    stored_at: Instant,
+    fresh_until: Instant,
+    /// Past this the entry is gone: freshness plus the stale window, never past `expires_at`.
+    dies_at: Instant,
+}
+
+impl Entry {
+    /// Whole seconds since the answer was received (the `Age` header).
+    pub fn age(&self) -> u64 {
+        self.stored_at.elapsed().as_secs()
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Fresh(Arc<Entry>),
+    /// Past its freshness, within its stale-if-error window.
+    Stale(Arc<Entry>),
+    Absent,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.dies_at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.dies_at.saturating_duration_since(updated_at))
+    }
+}
+
+pub struct Cache {
+    store: moka::future::Cache<CacheKey, Arc<Entry>>,
+    /// Per tenant ("" for the partner), one generation per catalogue method.
+    generations: HashMap<Arc<str>, Box<[AtomicU64]>>,
+    cfg: CacheConfig,
+}
+
+impl Cache {
+    pub fn new<'a>(cfg: &CacheConfig, tenants: impl IntoIterator<Item = &'a Arc<str>>) -> Self {
+        let methods = Catalogue::get().methods().len();
+        let counters = || (0..methods).map(|_| AtomicU64::new(0)).collect();
+        let mut generations: HashMap<Arc<str>, Box<[AtomicU64]>> = tenants
+            .into_iter()
+            .map(|t| (t.clone(), counters()))
+            .collect();
+        generations.insert(Arc::from(""), counters());
+        let store = moka::future::Cache::builder()
+            .max_capacity(cfg.max_bytes)
+            .weigher(|k: &CacheKey, v: &Arc<Entry>| {
+                let w = k.tenant.len() + k.body.len() + v.body.len() + ENTRY_OVERHEAD;
+                u32::try_from(w).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .build();
+        Self {
+            store,
+            generations,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Whether answers of `method` may be stored.
+    pub fn cacheable(&self, method: &Method) -> bool {
+        method.read_only
+            && (method.expires_at.is_some() || self.cfg.fixed_ttl.contains_key(&method.id))
+    }
+
+    /// The key for a request; `tenant` is `None` for partner-level calls.
+    pub fn key(
+        &self,
+        tenant: Option<&Arc<str>>,
+        class: KeyClass,
+        method: &Method,
+        body: &[u8],
+    ) -> CacheKey {
+        let tenant = tenant.cloned().unwrap_or_else(|| Arc::from(""));
+        let generation = self
+            .generations
+            .get(&tenant)
+            .map_or(0, |g| g[usize::from(method.id.0)].load(Ordering::Acquire));
+        CacheKey {
+            tenant,
+            class,
+            method: method.id,
+            generation,
+            body: canonical(body),
+        }
+    }
+
+    pub async fn lookup(&self, key: &CacheKey) -> Lookup {
+        match self.store.get(key).await {
+            None => Lookup::Absent,
+            Some(e) if Instant::now() < e.fresh_until => Lookup::Fresh(e),
+            Some(e) => Lookup::Stale(e),
+        }
+    }
+
+    /// Builds the entry for an answer to `method`, or `None` when it must not be stored (not a
+    /// 200, or no usable lifetime).
+    pub fn entry(
+        &self,
+        method: &Method,
+        status: http::StatusCode,
+        content_type: Option<&HeaderValue>,
+        body: &Bytes,
+    ) -> Option<Arc<Entry>> {
+        if status != http::StatusCode::OK {
+            return None;
+        }
+        let cap = self
+            .cfg
+            .fixed_ttl
+            .get(&method.id)
+            .copied()
+            .unwrap_or(self.cfg.max_ttl);
+        let life = expiry::lifetime(
+            body,
+            method.expires_at,
+            cap,
+            self.cfg.safety_margin,
+            SystemTime::now(),
+        )?;
+        let with_stale = life.fresh + self.cfg.stale_if_error;
+        let live_for = life.hard.map_or(with_stale, |h| h.min(with_stale));
+        let now = Instant::now();
+        Some(Arc::new(Entry {
+            body: body.clone(),
+            content_type: content_type.cloned(),
+            stored_at: now,
+            fresh_until: now + life.fresh,
+            dies_at: now + live_for,
+        }))
+    }
+
+    /// Returns the entry for `key`, running `fetch` if there is none; concurrent calls for the
+    /// same key share one `fetch`. A fetch error reaches every waiter and stores nothing.
+    pub async fn get_or_fetch<F, E>(&self, key: CacheKey, fetch: F) -> Result<Arc<Entry>, Arc<E>>
+    where
+        F: Future<Output = Result<Arc<Entry>, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.store.try_get_with(key, fetch).await
+    }
+
+    /// Stores `entry`; it keeps the deadlines it was built with, so putting back a stale entry
+    /// does not extend its life.
+    pub async fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+        self.store.insert(key, entry).await;
+    }
+
+    pub async fn remove(&self, key: &CacheKey) {
+        self.store.invalidate(key).await;
+    }
+
+    /// Makes the reads a successful `method` call names stale for `tenant` (for every tenant
+    /// when `tenant` is `None`, i.e. a partner-level write). Returns how many reads it named.
+    pub fn invalidate_after_write(&self, tenant: Option<&str>, method: &Method) -> usize {
+        if method.invalidates.is_empty() {
+            return 0;
+        }
+        let bump = |gens: &[AtomicU64]| {
+            for id in &method.invalidates {
+                gens[usize::from(id.0)].fetch_add(1, Ordering::AcqRel);
+            }
+        };
+        match tenant {
+            Some(t) => {
+                if let Some(g) = self.generations.get(t) {
+                    bump(g);
+                }
+            }
+            None => self.generations.values().for_each(|g| bump(g)),
+        }
+        method.invalidates.len()
+    }
+
+    /// Entries currently held (after pending maintenance).
+    pub async fn entry_count(&self) -> u64 {
+        self.store.run_pending_tasks().await;
+        self.store.entry_count()
+    }
+
+    /// Bytes currently held, as weighed (after pending maintenance).
+    pub async fn weighted_size(&self) -> u64 {
+        self.store.run_pending_tasks().await;
+        self.store.weighted_size()
+    }
+}
+
+/// The canonical form of a JSON body: object keys sorted, no whitespace. Bodies that differ
+/// only in key order or spacing get the same key. The body was validated as a JSON object
+/// before; should parsing fail anyway, the raw bytes are used (still correct, just less shared).
+pub fn canonical(body: &[u8]) -> Box<[u8]> {
+    if body == b"{}" {
+        return Box::from(&b"{}"[..]);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let mut out = Vec::with_capacity(body.len());
+            write_canonical(&v, &mut out);
+            out.into_boxed_slice()
+        }
+        Err(_) => Box::from(body),
+    }
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing a string or a scalar into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

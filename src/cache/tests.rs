@@ -1,0 +1,190 @@
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+fn cfg() -> CacheConfig {
+    CacheConfig {
+        enabled: true,
+        max_ttl: Duration::from_secs(300),
+        safety_margin: Duration::from_secs(5),
+        max_bytes: 1024 * 1024,
+        stale_if_error: Duration::ZERO,
+        fixed_ttl: HashMap::new(),
+    }
+}
+
+fn method(path: &str) -> &'static Method {
+    Catalogue::get().lookup(path).expect(path)
+}
+
+const INFO: &str = "/v1/shop.Etelecom/GetExtensionInfo";
+
+fn tenants() -> Vec<Arc<str>> {
+    vec![Arc::from("acme"), Arc::from("globex")]
+}
+
+fn body_expiring_in(secs: u64) -> Bytes {
+    let t = time::OffsetDateTime::now_utc() + Duration::from_secs(secs);
+    let s = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    Bytes::from(format!(
+        r#"{{"extension_number":"101","expires_at":"{s}"}}"#
+    ))
+}
+
+#[test]
+fn canonical_form_ignores_key_order_and_whitespace() {
+    let a = canonical(br#"{"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": "s"}}"#);
+    let b = canonical(br#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#);
+    assert_eq!(a, b);
+    assert_eq!(&*a, br#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#);
+    assert_ne!(canonical(br#"{"a":[1,2]}"#), canonical(br#"{"a":[2,1]}"#));
+}
+
+#[test]
+fn keys_separate_tenants_classes_and_generations() {
+    let t = tenants();
+    let c = Cache::new(&cfg(), &t);
+    let m = method(INFO);
+    let acme = c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}");
+    let globex = c.key(Some(&t[1]), KeyClass::ApiKey, m, b"{}");
+    assert_ne!(acme, globex);
+    let create = method("/v1/partner.Etelecom/CreateExtension");
+    assert_eq!(c.invalidate_after_write(Some("acme"), create), 5);
+    assert_ne!(c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}"), acme);
+    assert_eq!(c.key(Some(&t[1]), KeyClass::ApiKey, m, b"{}"), globex);
+}
+
+#[test]
+fn partner_level_writes_invalidate_for_every_tenant() {
+    let t = tenants();
+    let c = Cache::new(&cfg(), &t);
+    let get_tenant = method("/v1/partner.Etelecom/GetTenant");
+    let before: Vec<_> = t
+        .iter()
+        .map(|x| c.key(Some(x), KeyClass::ShopKey, get_tenant, b"{}"))
+        .collect();
+    c.invalidate_after_write(None, method("/v1/partner.Etelecom/PartnerActivateTenant"));
+    for (x, old) in t.iter().zip(before) {
+        assert_ne!(c.key(Some(x), KeyClass::ShopKey, get_tenant, b"{}"), old);
+    }
+}
+
+#[test]
+fn only_readable_200s_with_a_lifetime_become_entries() {
+    let c = Cache::new(&cfg(), &tenants());
+    let m = method(INFO);
+    assert!(c.cacheable(m));
+    assert!(!c.cacheable(method("/v1/partner.Etelecom/CreateExtension")));
+    assert!(
+        !c.cacheable(method("/v1/partner.Etelecom/GetTenant")),
+        "no expires_at, no fixed ttl"
+    );
+    let ok = body_expiring_in(3600);
+    assert!(c.entry(m, http::StatusCode::OK, None, &ok).is_some());
+    assert!(c.entry(m, http::StatusCode::NOT_FOUND, None, &ok).is_none());
+    assert!(
+        c.entry(m, http::StatusCode::OK, None, &body_expiring_in(2))
+            .is_none(),
+        "inside margin"
+    );
+}
+
+#[test]
+fn fixed_ttl_makes_a_read_cacheable() {
+    let mut cfg = cfg();
+    let m = method("/v1/partner.Etelecom/GetTenant");
+    cfg.fixed_ttl.insert(m.id, Duration::from_secs(60));
+    let c = Cache::new(&cfg, &tenants());
+    assert!(c.cacheable(m));
+    let e = c
+        .entry(
+            m,
+            http::StatusCode::OK,
+            None,
+            &Bytes::from_static(b"{\"id\":\"1\"}"),
+        )
+        .expect("entry");
+    assert_eq!(e.dies_at - e.stored_at, Duration::from_secs(60));
+}
+
+#[test]
+fn stale_window_never_passes_expires_at() {
+    let mut cfg = cfg();
+    cfg.stale_if_error = Duration::from_secs(600);
+    let c = Cache::new(&cfg, &tenants());
+    let m = method(INFO);
+    let e = c
+        .entry(m, http::StatusCode::OK, None, &body_expiring_in(100))
+        .expect("entry");
+    assert!(e.dies_at - e.stored_at <= Duration::from_secs(100));
+    assert!(e.fresh_until <= e.stored_at + Duration::from_secs(95));
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
+    let t = tenants();
+    let c = Arc::new(Cache::new(&cfg(), &t));
+    let m = method(INFO);
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, fetches, gate, key) = (
+            c.clone(),
+            fetches.clone(),
+            gate.clone(),
+            c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.get_or_fetch(key, async {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Err::<Arc<Entry>, &str>("upstream down")
+            })
+            .await
+            .map(|_| ())
+        }));
+    }
+    // Let every task reach the cache, then release the one fetch.
+    while fetches.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_waiters();
+    for t in tasks {
+        assert_eq!(*t.await.expect("task").unwrap_err(), "upstream down");
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    let key = c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}");
+    assert!(matches!(c.lookup(&key).await, Lookup::Absent));
+}
+
+#[tokio::test]
+async fn memory_stays_under_max_bytes() {
+    let mut cfg = cfg();
+    cfg.max_bytes = 64 * 1024;
+    let t = tenants();
+    let c = Cache::new(&cfg, &t);
+    let m = method(INFO);
+    let body = body_expiring_in(3600);
+    for i in 0..5_000 {
+        let key = c.key(
+            Some(&t[0]),
+            KeyClass::ApiKey,
+            m,
+            format!(r#"{{"extension_number":"{i}"}}"#).as_bytes(),
+        );
+        let e = c
+            .entry(m, http::StatusCode::OK, None, &body)
+            .expect("entry");
+        c.insert(key, e).await;
+    }
+    let size = c.weighted_size().await;
+    assert!(size <= cfg.max_bytes, "{size}");
+    assert!(c.entry_count().await > 0);
+}
