@@ -99,7 +99,7 @@ impl AccessLog {
             status = status.as_u16(),
             upstream_status = self.upstream_status.map_or(0, |s| s.as_u16()),
             cache = self.cache.map_or("-", CacheStatus::as_str),
-            source = if self.upstream_status.is_some() && self.error.is_none() { "upstream" } else { "gateway" },
+            source = if self.error.is_none() { "upstream" } else { "gateway" },
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,
             bytes_out,

@@ -1,55 +1,236 @@
-//! Running the gateway as a process: bind, serve, stop on a signal. `main.rs` parses the command
-//! line and calls in here; tests call [`run`] with their own listener and shutdown future.
+//! Running the gateway as a process: the public and admin listeners, the background tasks
+//! (config reload, rate-limit housekeeping) and the shutdown sequence. `main.rs` parses the
+//! command line and calls in here; tests call [`run`] with their own listeners and shutdown.
+//!
+//! Shutdown: when `shutdown` resolves, `/readyz` turns 503 at once; after
+//! `[shutdown] drain_delay_secs` (so Kubernetes removes the endpoint) the public listener
+//! closes and new connections are refused; in-flight requests get `grace_secs` to finish;
+//! then the admin listener and the background tasks stop and `run` returns.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::admin::{Admin, Health};
 use crate::config::Config;
-use crate::proxy::Gateway;
-use crate::server::{self, Limits};
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, Reloaded};
+use crate::reload::ReloadTriggers;
+use crate::secret::ProcessEnv;
+use crate::server::{self, Handler, Limits};
 
-/// Serves `cfg` on `listener` until `shutdown` resolves, then drains.
+/// How long a burst of file events is coalesced into one reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What a run needs besides the config and the public listener.
+#[derive(Default)]
+pub struct Options {
+    /// The admin listener; none in tests that do not need it.
+    pub admin: Option<TcpListener>,
+    /// Where the config came from: reloads re-read it. `None`: no reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Serves `cfg` on `listener` until `shutdown` resolves, then drains (no admin listener, no
+/// reloads).
 pub async fn run(
     cfg: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let gateway = Gateway::new(cfg)?;
+    run_with(cfg.clone(), listener, Options::default(), shutdown).await
+}
+
+/// Serves `cfg` on `listener` (and `opts.admin`) until `shutdown` resolves, then drains.
+pub async fn run_with(
+    cfg: Config,
+    listener: TcpListener,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new(cfg.metrics.tenant_label));
+    let gateway = Gateway::new(cfg.clone(), metrics.clone())?;
+    metrics.config_reload("success", SystemTime::now());
     for w in &cfg.warnings {
         tracing::warn!(warning = %w, "config");
     }
+    let health = Health::default();
+    let (stop_tasks, stopped) = watch::channel(());
+
+    let mut tasks = Vec::new();
+    let admin_addr = match opts.admin {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            let admin = Admin::new(gateway.clone(), health.clone());
+            let limits = Limits {
+                max_connections: 64,
+                ..Limits::from(&cfg)
+            };
+            tasks.push(tokio::spawn(server::serve(
+                l,
+                admin,
+                limits,
+                changed(stopped.clone()),
+            )));
+            Some(addr)
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(housekeeping(
+        gateway.clone(),
+        cfg.rate_limit.housekeeping_interval,
+        changed(stopped.clone()),
+    )));
+    if let Some(path) = opts.config_path {
+        tasks.push(tokio::spawn(reload_loop(
+            path,
+            cfg.clone(),
+            gateway.clone(),
+            changed(stopped.clone()),
+        )));
+    }
+
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         listen = %addr,
+        admin = %admin_addr.map_or("-".to_owned(), |a| a.to_string()),
         upstream = %format_args!("{}://{}", cfg.upstream.scheme, cfg.upstream.authority),
         tenants = cfg.tenants.len(),
         partner_key = cfg.partner.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "gateway listening"
     );
-    let (stop_tasks, stopped) = tokio::sync::watch::channel(());
-    let housekeeping = gateway
-        .limiter()
-        .spawn_housekeeping(cfg.rate_limit.housekeeping_interval, changed(stopped));
-    server::serve(listener, gateway, Limits::from(&cfg.server), shutdown).await;
+    let drain_delay = cfg.shutdown.drain_delay;
+    let drain = async {
+        shutdown.await;
+        health.start_draining();
+        tracing::info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            grace_ms = cfg.shutdown.grace.as_millis() as u64,
+            "draining: /readyz is 503; the listener closes after the drain delay"
+        );
+        tokio::time::sleep(drain_delay).await;
+    };
+    server::serve(listener, gateway, Limits::from(&cfg), drain).await;
     drop(stop_tasks);
-    let _ = housekeeping.await;
+    for t in tasks {
+        let _ = t.await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-/// Resolves when the sender side of `rx` sends or is dropped.
-async fn changed(mut rx: tokio::sync::watch::Receiver<()>) {
-    let _ = rx.changed().await;
+impl Handler for Gateway {
+    type Connection = crate::metrics::GaugeGuard;
+
+    fn connection(&self) -> Self::Connection {
+        self.metrics().connection()
+    }
+
+    async fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        self.handle(req, peer).await
+    }
 }
 
-/// Binds `cfg.server.listen` and serves until SIGTERM or SIGINT.
-pub async fn serve(cfg: &Config) -> Result<(), String> {
-    let listener = TcpListener::bind(cfg.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
-    run(cfg, listener, shutdown_signal()).await
+/// Binds the public and admin listeners of `cfg` and serves until SIGTERM or SIGINT; reloads
+/// from `path`.
+pub async fn serve(cfg: Config, path: PathBuf) -> Result<(), String> {
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let listener = bind(cfg.server.listen).await?;
+    let admin = bind(cfg.admin.listen).await?;
+    let opts = Options {
+        admin: Some(admin),
+        config_path: Some(path),
+    };
+    run_with(cfg, listener, opts, shutdown_signal()).await
+}
+
+/// Periodic housekeeping until `stop`.
+async fn housekeeping(gateway: Gateway, every: Duration, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = ticks.tick() => gateway.housekeeping().await,
+        }
+    }
+}
+
+/// Re-reads the config on SIGHUP, on a change of the config file or of a file it names, and
+/// every `[reload] interval_secs`. A config that fails validation is refused: the running one
+/// stays.
+async fn reload_loop(
+    path: PathBuf,
+    initial: Config,
+    gateway: Gateway,
+    stop: impl Future<Output = ()>,
+) {
+    let watched = |c: &Config| {
+        if c.reload.watch {
+            c.files.clone()
+        } else {
+            Vec::new()
+        }
+    };
+    let mut triggers =
+        match ReloadTriggers::start(&watched(&initial), initial.reload.interval, RELOAD_DEBOUNCE) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch for config changes; reloads are off");
+                return;
+            }
+        };
+    let metrics = gateway.metrics().clone();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let trigger = tokio::select! {
+            t = triggers.next() => t,
+            () = &mut stop => break,
+        };
+        let result = Config::load(&path, &ProcessEnv)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                let files = watched(&cfg);
+                gateway.reload(cfg).map(|r| (r, files))
+            });
+        match result {
+            Ok((Reloaded::Applied, files)) => {
+                tracing::info!(trigger = ?trigger, "config reloaded");
+                metrics.config_reload("success", SystemTime::now());
+                triggers.watch(&files);
+            }
+            Ok((Reloaded::Unchanged, _)) => {
+                tracing::debug!(trigger = ?trigger, "config unchanged");
+                metrics.config_reload("unchanged", SystemTime::now());
+            }
+            Err(problems) => {
+                tracing::error!(
+                    trigger = ?trigger,
+                    problems = %problems.trim_end(),
+                    "config reload refused; the running config stays"
+                );
+                metrics.config_reload("failure", SystemTime::now());
+            }
+        }
+    }
+}
+
+/// Resolves when the sender side of `rx` sends or is dropped.
+async fn changed(mut rx: watch::Receiver<()>) {
+    let _ = rx.changed().await;
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 use crate::catalogue::{Catalogue, KeyClass, Method, MethodId};
 use crate::config::CacheConfig;
+use crate::metrics::Metrics;
 
 /// Fixed cost per entry in the weigher (key and entry structs, moka bookkeeping).
 const ENTRY_OVERHEAD: usize = 160;
@@ -108,10 +109,15 @@ pub struct Cache {
     /// Per tenant ("" for the partner), one generation per catalogue method.
     generations: HashMap<Arc<str>, Box<[AtomicU64]>>,
     cfg: CacheConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new<'a>(cfg: &CacheConfig, tenants: impl IntoIterator<Item = &'a Arc<str>>) -> Self {
+    pub fn new<'a>(
+        cfg: &CacheConfig,
+        tenants: impl IntoIterator<Item = &'a Arc<str>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let methods = Catalogue::get().methods().len();
         let counters = || (0..methods).map(|_| AtomicU64::new(0)).collect();
         let mut generations: HashMap<Arc<str>, Box<[AtomicU64]>> = tenants
@@ -126,11 +132,23 @@ impl Cache {
                 u32::try_from(w).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
+            .eviction_listener({
+                let metrics = metrics.clone();
+                move |_k, _v, cause| {
+                    metrics.cache_eviction(match cause {
+                        moka::notification::RemovalCause::Expired => "expired",
+                        moka::notification::RemovalCause::Size => "size",
+                        moka::notification::RemovalCause::Explicit => "explicit",
+                        moka::notification::RemovalCause::Replaced => "replaced",
+                    })
+                }
+            })
             .build();
         Self {
             store,
             generations,
             cfg: cfg.clone(),
+            metrics,
         }
     }
 
@@ -238,6 +256,11 @@ impl Cache {
                 gens[usize::from(id.0)].fetch_add(1, Ordering::AcqRel);
             }
         };
+        let catalogue = Catalogue::get();
+        for id in &method.invalidates {
+            self.metrics
+                .cache_invalidation(&catalogue.method(*id).label);
+        }
         match tenant {
             Some(t) => {
                 if let Some(g) = self.generations.get(t) {
@@ -247,6 +270,28 @@ impl Cache {
             None => self.generations.values().for_each(|g| bump(g)),
         }
         method.invalidates.len()
+    }
+
+    /// Drops the entries of `tenant` and/or of `method` (a catalogue method name such as
+    /// `GetExtensionInfo`, both path twins, or a label such as `shop.Etelecom/GetExtensionInfo`);
+    /// with neither, everything. Returns how many entries went.
+    pub async fn purge(&self, tenant: Option<&str>, method: Option<&str>) -> usize {
+        let catalogue = Catalogue::get();
+        let matches = |k: &CacheKey| {
+            let m = catalogue.method(k.method);
+            tenant.is_none_or(|t| *k.tenant == *t)
+                && method.is_none_or(|name| *m.name == *name || *m.label == *name)
+        };
+        let doomed: Vec<Arc<CacheKey>> = self
+            .store
+            .iter()
+            .filter(|(k, _)| matches(k))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            self.store.invalidate(&**k).await;
+        }
+        doomed.len()
     }
 
     /// Entries currently held (after pending maintenance).

@@ -25,10 +25,13 @@ use toml::{Table, Value};
 use crate::secret::{ApiKey, SecretRef, SecretSource};
 
 mod limits;
+mod ops;
+mod view;
 pub use limits::{CacheConfig, RateLimitConfig, RateMode, RatePolicy};
+pub use ops::{AdminConfig, MetricsConfig, ReloadConfig, ShutdownConfig};
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
@@ -37,11 +40,18 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub rate_limit: RateLimitConfig,
     pub cache: CacheConfig,
+    pub admin: AdminConfig,
+    pub shutdown: ShutdownConfig,
+    pub reload: ReloadConfig,
+    pub metrics: MetricsConfig,
+    /// Every file this config was read from: the config file itself (when loaded from one), the
+    /// secret files and the CA file. A change to any of them triggers a reload.
+    pub files: Vec<PathBuf>,
     /// Things that are allowed but probably wrong (a key of an unexpected shape). Never secret.
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tenant_header: HeaderName,
@@ -51,10 +61,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
-    pub grace: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub scheme: Scheme,
     pub authority: Authority,
@@ -74,12 +83,12 @@ pub enum UnknownMethods {
     Reject,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutingConfig {
     pub unknown_methods: UnknownMethods,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartnerConfig {
     pub api_key: ApiKey,
     pub allowed_callers: Option<Vec<IpNet>>,
@@ -87,7 +96,7 @@ pub struct PartnerConfig {
     pub rate_limit: Option<RatePolicy>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     pub id: Arc<str>,
     pub api_key: Option<ApiKey>,
@@ -145,7 +154,9 @@ impl Config {
             problems: vec![format!("cannot read config file {}: {e}", path.display())],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base, source)
+        let mut cfg = Config::parse(&text, base, source)?;
+        cfg.files.insert(0, path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses and validates config text.
@@ -164,6 +175,7 @@ impl Config {
             source,
             default_tenant: None,
             tenant_ids: HashSet::new(),
+            files: Vec::new(),
         };
         let mut root = Section::root(root);
         let section = root.table(&mut p, "server");
@@ -176,6 +188,14 @@ impl Config {
         let rate_limit = p.rate_limit(section);
         let section = root.table(&mut p, "cache");
         let cache = p.cache(section);
+        let section = root.table(&mut p, "admin");
+        let admin = p.admin(section);
+        let section = root.table(&mut p, "shutdown");
+        let shutdown = p.shutdown(section);
+        let section = root.table(&mut p, "reload");
+        let reload = p.reload(section);
+        let section = root.table(&mut p, "metrics");
+        let metrics = p.metrics(section);
         let partner = root
             .optional_table(&mut p, "partner")
             .and_then(|s| p.partner(s));
@@ -192,21 +212,30 @@ impl Config {
                 format!("names tenant {d:?}, which is not configured"),
             );
         }
-        match (server, upstream, routing, rate_limit, cache) {
-            (Some(server), Some(upstream), Some(routing), Some(rate_limit), Some(cache))
-                if p.problems.is_empty() =>
-            {
-                Ok(Config {
-                    server,
-                    upstream,
-                    routing,
-                    partner,
-                    tenants,
-                    rate_limit,
-                    cache,
-                    warnings: p.warnings,
-                })
-            }
+        let ops = (admin, shutdown, reload, metrics);
+        match (server, upstream, routing, rate_limit, cache, ops) {
+            (
+                Some(server),
+                Some(upstream),
+                Some(routing),
+                Some(rate_limit),
+                Some(cache),
+                (Some(admin), Some(shutdown), Some(reload), Some(metrics)),
+            ) if p.problems.is_empty() => Ok(Config {
+                server,
+                upstream,
+                routing,
+                partner,
+                tenants,
+                rate_limit,
+                cache,
+                admin,
+                shutdown,
+                reload,
+                metrics,
+                files: p.files,
+                warnings: p.warnings,
+            }),
             _ => Err(ConfigError {
                 problems: p.problems,
             }),
@@ -223,6 +252,8 @@ struct Parser<'a> {
     default_tenant: Option<Arc<str>>,
     /// Every well-formed tenant id declared, including tenants that have other problems.
     tenant_ids: HashSet<String>,
+    /// Files read while parsing (secrets, CA).
+    files: Vec<PathBuf>,
 }
 
 /// A table being taken apart; whatever is left at `finish` is unknown.
@@ -303,7 +334,10 @@ impl Section {
         };
         let key_path = match &r {
             SecretRef::Env(_) => format!("{path}.env"),
-            SecretRef::File(_) => format!("{path}.file"),
+            SecretRef::File(f) => {
+                p.files.push(p.base_dir.join(f));
+                format!("{path}.file")
+            }
         };
         match r.load(p.base_dir, p.source) {
             Ok(k) => Some(k),
@@ -409,7 +443,6 @@ impl Parser<'_> {
                 "must be between 8192 and 1048576".into(),
             );
         }
-        let grace = s.millis(self, "grace_ms", 25_000);
         s.finish(self);
         Some(ServerConfig {
             listen: listen?,
@@ -420,7 +453,6 @@ impl Parser<'_> {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             header_read_timeout,
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
-            grace,
         })
     }
 
@@ -498,6 +530,7 @@ impl Parser<'_> {
 
     fn ca_file(&mut self, file: &Path) -> Vec<CertificateDer<'static>> {
         let full = self.base_dir.join(file);
+        self.files.push(full.clone());
         let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(&full) {
             Ok(it) => it.collect(),
             Err(e) => {

@@ -60,6 +60,11 @@ fn write_files(dir: &Path, accounts: &MockAccounts, mock: &MockUpstream) -> Resu
 [server]
 listen = "127.0.0.1:0"
 
+# The demo stops at once on Ctrl-C.
+[shutdown]
+drain_delay_secs = 0
+grace_secs = 2
+
 [upstream]
 base_url = "{base}"
 ca_file = "mock-ca.pem"

@@ -23,6 +23,7 @@
 //! [`error::GatewayError::into_response`]; always one access-log event ([`access_log`]).
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cache;
@@ -32,10 +33,13 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
+pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;

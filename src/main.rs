@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use etelecom_gateway::config::Config;
 use etelecom_gateway::logging::{self, LogFormat};
 use etelecom_gateway::secret::ProcessEnv;
-use etelecom_gateway::{app, demo, mock};
+use etelecom_gateway::{app, demo, mock, probe};
 
 const EXIT_BAD_CONFIG: u8 = 64;
 
@@ -39,6 +39,9 @@ enum Command {
     Check {
         #[arg(long, env = "ETELECOM_GATEWAY_CONFIG")]
         config: PathBuf,
+        /// Also ask eTelecom, with each key, one cheap read and report whether it is accepted.
+        #[arg(long)]
+        probe: bool,
     },
     /// Start the mock eTelecom and the gateway in front of it, with two demo tenants.
     Demo {
@@ -68,8 +71,12 @@ fn main() -> ExitCode {
         eprintln!("cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
-    if let Command::Check { config } = &cli.command {
-        return check(config);
+    if let Command::Check {
+        config,
+        probe: false,
+    } = &cli.command
+    {
+        return check(config).0;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,8 +91,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => match Config::load(&config, &ProcessEnv) {
-                Ok(cfg) => app::serve(&cfg).await.map_err(|e| (ExitCode::FAILURE, e)),
+                Ok(cfg) => app::serve(cfg, config)
+                    .await
+                    .map_err(|e| (ExitCode::FAILURE, e)),
                 Err(e) => Err((ExitCode::from(EXIT_BAD_CONFIG), e.to_string())),
+            },
+            Command::Check { config, .. } => match check(&config) {
+                (code, None) => Err((code, String::new())),
+                (_, Some(cfg)) => run_probe(&cfg).await,
             },
             Command::Demo { listen } => demo::run(listen).await.map_err(|e| (ExitCode::FAILURE, e)),
             Command::MockUpstream {
@@ -95,11 +108,11 @@ fn main() -> ExitCode {
             } => mock::run_standalone(listen, tls, ca_out, app::shutdown_signal())
                 .await
                 .map_err(|e| (ExitCode::FAILURE, e.to_string())),
-            Command::Check { .. } => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) if msg.is_empty() => code,
         Err((code, msg)) => {
             tracing::error!(error = %msg, "exiting");
             eprintln!("error: {}", msg.trim_end());
@@ -108,7 +121,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+/// Validates the config; prints every problem or a summary.
+fn check(path: &std::path::Path) -> (ExitCode, Option<Config>) {
     match Config::load(path, &ProcessEnv) {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -124,11 +138,27 @@ fn check(path: &std::path::Path) -> ExitCode {
                     "not configured"
                 }
             );
-            ExitCode::SUCCESS
+            (ExitCode::SUCCESS, Some(cfg))
         }
         Err(e) => {
             print!("{e}");
-            ExitCode::from(EXIT_BAD_CONFIG)
+            (ExitCode::from(EXIT_BAD_CONFIG), None)
         }
+    }
+}
+
+/// `check --probe`: one line per key; exit 1 when any key is refused or eTelecom is
+/// unreachable.
+async fn run_probe(cfg: &Config) -> Result<(), (ExitCode, String)> {
+    let results = probe::probe(cfg)
+        .await
+        .map_err(|e| (ExitCode::FAILURE, e))?;
+    for r in &results {
+        println!("probe: {r}");
+    }
+    if results.iter().all(probe::Probe::accepted) {
+        Ok(())
+    } else {
+        Err((ExitCode::FAILURE, String::new()))
     }
 }

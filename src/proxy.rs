@@ -2,34 +2,42 @@
 //! puts them in order.
 //!
 //! caller allowed? → route → credential (tenant + key) → body (size, JSON object) → cache
-//! lookup (cacheable reads) → rate limit → forward → store / invalidate → respond. Any step's
-//! `GatewayError` becomes a response in `error.rs`; every request ends in exactly one
-//! access-log event.
+//! lookup (cacheable reads, [`cached`]) → rate limit → forward → store / invalidate → respond.
+//! Any step's `GatewayError` becomes a response in `error.rs`; every request ends in exactly
+//! one access-log event and one set of metrics. Everything built from the config sits in one
+//! [`state`] snapshot, loaded once per request and swapped whole on reload.
+
+mod cached;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header, request};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::Full;
 use hyper::body::Body;
-use ipnet::IpNet;
 use tracing::Level;
 
 use crate::access_log::{AccessLog, REQUEST_ID, RequestIds};
-use crate::cache::{Cache, Lookup};
-use crate::catalogue::{Catalogue, Method};
-use crate::config::{Config, RateMode, RatePolicy, UnknownMethods};
+use crate::catalogue::Catalogue;
+use crate::config::Config;
 use crate::error::GatewayError;
-use crate::ratelimit::{self, Bucket, RateLimitHeaders, RateLimiter};
+use crate::metrics::{Metrics, Source};
+use crate::ratelimit::{self, Bucket, RateLimitHeaders};
 use crate::route::Route;
-use crate::tenants::{self, Credential, Tenants};
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::tenants::{self, Credential};
+use crate::upstream::UpstreamResponse;
 use crate::{body, redact, route};
+
+pub use state::Reloaded;
+use state::State;
 
 pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
-/// How a response relates to the cache, for `X-Cache` and the access log.
+/// How a response relates to the cache, for `X-Cache`, the access log and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     Hit,
@@ -47,6 +55,16 @@ impl CacheStatus {
             Self::Stale => "STALE",
         }
     }
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+            Self::Stale => "stale",
+        }
+    }
 }
 
 /// The gateway service: cheap to clone, one per connection.
@@ -56,14 +74,8 @@ pub struct Gateway {
 }
 
 struct Inner {
-    tenants: Tenants,
-    upstream: Upstream,
-    cache: Option<Cache>,
-    limiter: Arc<RateLimiter>,
-    upstream_backoff: std::time::Duration,
-    allowed_callers: Vec<IpNet>,
-    max_body_bytes: u64,
-    unknown_methods: UnknownMethods,
+    state: ArcSwap<State>,
+    metrics: Arc<Metrics>,
     request_ids: RequestIds,
 }
 
@@ -90,66 +102,63 @@ struct Forwarded {
     ratelimit: RateLimitHeaders,
 }
 
-/// Why a cache fill produced no entry.
-#[derive(Debug, Clone)]
-enum FillError {
-    Gateway(GatewayError),
-    NotStored(Forwarded),
-}
-
-/// `Cache-Control` directives a caller may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallerCache {
-    Default,
-    /// Skip the lookup, refresh the entry.
-    NoCache,
-    /// Skip the lookup, store nothing.
-    NoStore,
-}
-
-impl CallerCache {
-    fn from_headers(headers: &http::HeaderMap) -> Self {
-        let mut out = Self::Default;
-        for v in headers.get_all(header::CACHE_CONTROL) {
-            for d in v.to_str().unwrap_or("").split(',') {
-                let d = d.trim();
-                if d.eq_ignore_ascii_case("no-store") {
-                    return Self::NoStore;
-                }
-                if d.eq_ignore_ascii_case("no-cache") {
-                    out = Self::NoCache;
-                }
-            }
-        }
-        out
-    }
-}
-
 impl Gateway {
     /// Builds the gateway from a validated config (this builds the upstream client).
-    pub fn new(cfg: &Config) -> Result<Self, String> {
-        let cache = cfg
-            .cache
-            .enabled
-            .then(|| Cache::new(&cfg.cache, cfg.tenants.iter().map(|t| &t.id)));
+    pub fn new(cfg: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let state = State::build(cfg, None, &metrics)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                tenants: Tenants::new(cfg),
-                upstream: Upstream::new(&cfg.upstream)?,
-                cache,
-                limiter: Arc::new(RateLimiter::new(limiter_settings(cfg))),
-                upstream_backoff: cfg.rate_limit.upstream_backoff,
-                allowed_callers: cfg.server.allowed_callers.clone(),
-                max_body_bytes: cfg.server.max_body_bytes,
-                unknown_methods: cfg.routing.unknown_methods,
+                state: ArcSwap::from_pointee(state),
+                metrics,
                 request_ids: RequestIds::default(),
             }),
         })
     }
 
-    /// The rate limiter, for its housekeeping task.
-    pub fn limiter(&self) -> &Arc<RateLimiter> {
-        &self.inner.limiter
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Puts a new, already validated config in use for new requests.
+    pub fn reload(&self, cfg: Config) -> Result<Reloaded, String> {
+        let current = self.inner.state.load_full();
+        if current.config == cfg {
+            return Ok(Reloaded::Unchanged);
+        }
+        let next = State::build(cfg, Some(&current), &self.inner.metrics)?;
+        self.inner.state.store(Arc::new(next));
+        Ok(Reloaded::Applied)
+    }
+
+    /// The effective config, keys as fingerprints (admin `GET /config`).
+    pub fn config_view(&self) -> serde_json::Value {
+        self.inner.state.load().config.view()
+    }
+
+    /// Drops idle rate-limit buckets and refreshes the cache gauges.
+    pub async fn housekeeping(&self) {
+        let state = self.inner.state.load_full();
+        state.limiter.housekeeping();
+        self.refresh_cache_gauges().await;
+    }
+
+    /// Sets the cache size gauges from the cache itself.
+    pub async fn refresh_cache_gauges(&self) {
+        let state = self.inner.state.load_full();
+        let (entries, bytes) = match &state.cache {
+            Some(c) => (c.entry_count().await, c.weighted_size().await),
+            None => (0, 0),
+        };
+        self.inner.metrics.set_cache_size(entries, bytes);
+    }
+
+    /// Drops cached entries by tenant and/or method; returns how many went.
+    pub async fn purge(&self, tenant: Option<&str>, method: Option<&str>) -> usize {
+        let state = self.inner.state.load_full();
+        match &state.cache {
+            Some(c) => c.purge(tenant, method).await,
+            None => 0,
+        }
     }
 
     /// Handles one request from `peer`. Never fails: errors become responses here.
@@ -158,9 +167,12 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let metrics = &self.inner.metrics;
+        let _in_flight = metrics.in_flight();
         let request_id = self.inner.request_ids.for_request(req.headers());
         let mut log = AccessLog::new(peer, request_id);
-        let mut resp = match self.process(req, &mut log).await {
+        let state = self.inner.state.load_full();
+        let mut resp = match self.process(&state, req, &mut log).await {
             Ok(resp) => resp,
             Err(e) => {
                 log.error = Some((e.code(), e.detail()));
@@ -174,12 +186,26 @@ impl Gateway {
             headers.insert(X_CACHE, HeaderValue::from_static(c.as_str()));
         }
         let bytes_out = usize::try_from(resp.body().size_hint().lower()).unwrap_or(usize::MAX);
+        let source = if log.error.is_some() {
+            Source::Gateway
+        } else {
+            Source::Upstream
+        };
+        metrics.request(
+            log.tenant.as_ref(),
+            log.method,
+            resp.status().as_u16(),
+            source,
+            log.cache.map(CacheStatus::label),
+            log.started.elapsed(),
+        );
         log.emit(resp.status(), bytes_out);
         resp
     }
 
     async fn process<B>(
         &self,
+        state: &State,
         req: Request<B>,
         log: &mut AccessLog,
     ) -> Result<Response<Full<Bytes>>, GatewayError>
@@ -187,19 +213,19 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let inner = &*self.inner;
+        let cfg = &state.config;
         let peer = log.peer.ip();
-        tenants::allowed(Some(&inner.allowed_callers), peer)?;
+        tenants::allowed(Some(&cfg.server.allowed_callers), peer)?;
         let (mut parts, body) = req.into_parts();
-        let route = route::resolve(&parts.method, &parts.uri, inner.unknown_methods)?;
+        let route = route::resolve(&parts.method, &parts.uri, cfg.routing.unknown_methods)?;
         log.method = route.label();
-        let cred = inner
+        let cred = state
             .tenants
             .credential(&parts.headers, route.key_class, peer)?;
         log.tenant = cred.tenant.map(|t| t.id.clone());
         log.key_class = Some(cred.key_class);
 
-        let body = body::collect_limited(&parts.headers, body, inner.max_body_bytes).await?;
+        let body = body::collect_limited(&parts.headers, body, cfg.server.max_body_bytes).await?;
         log.bytes_in = body.len();
         let body = body::json_object(body)?;
         if tracing::enabled!(Level::DEBUG) {
@@ -213,7 +239,7 @@ impl Gateway {
                 "request body"
             );
         }
-        let caller_cache = CallerCache::from_headers(&parts.headers);
+        let caller_cache = cached::CallerCache::from_headers(&parts.headers);
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
         let uri = std::mem::take(&mut parts.uri);
         let call = Call {
@@ -223,104 +249,23 @@ impl Gateway {
             cred,
             body,
         };
-        match (&inner.cache, route.method) {
+        match (&state.cache, route.method) {
             (Some(cache), Some(m)) if cache.cacheable(m) => {
-                self.cached(cache, m, call, caller_cache, log).await
+                self.cached(state, cache, m, call, caller_cache, log).await
             }
-            _ => Ok(respond(self.forward(call, log).await?)),
+            _ => Ok(respond(self.forward(state, call, log).await?)),
         }
     }
 
-    /// A cacheable read: lookup, single-flight fill, stale-if-error.
-    async fn cached(
-        &self,
-        cache: &Cache,
-        method: &Method,
-        call: Call<'_>,
-        caller: CallerCache,
-        log: &mut AccessLog,
-    ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let tenant = call.cred.tenant.map(|t| &t.id);
-        if caller != CallerCache::Default {
-            log.cache = Some(CacheStatus::Bypass);
-            let key = (caller == CallerCache::NoCache)
-                .then(|| cache.key(tenant, call.cred.key_class, method, &call.body));
-            let fwd = self.forward(call, log).await?;
-            if let Some(key) = key {
-                let up = &fwd.upstream;
-                if let Some(entry) = cache.entry(method, up.status, content_type(up), &up.body) {
-                    cache.insert(key, entry).await;
-                }
-            }
-            return Ok(respond(fwd));
-        }
-
-        let key = cache.key(tenant, call.cred.key_class, method, &call.body);
-        let stale = match cache.lookup(&key).await {
-            Lookup::Fresh(entry) => {
-                log.cache = Some(CacheStatus::Hit);
-                return Ok(respond_cached(&entry));
-            }
-            // Taken out so that the fill below runs; put back if the fill fails.
-            Lookup::Stale(entry) => {
-                cache.remove(&key).await;
-                Some(entry)
-            }
-            Lookup::Absent => None,
-        };
-        let mut filled_here: Option<Forwarded> = None;
-        let fill = async {
-            let fwd = self.forward(call, log).await.map_err(FillError::Gateway)?;
-            let up = &fwd.upstream;
-            match cache.entry(method, up.status, content_type(up), &up.body) {
-                Some(entry) => {
-                    filled_here = Some(fwd);
-                    Ok(entry)
-                }
-                None => Err(FillError::NotStored(fwd)),
-            }
-        };
-        let result = cache.get_or_fetch(key.clone(), fill).await;
-        let failure = match (result, filled_here) {
-            (Ok(_), Some(fwd)) => {
-                log.cache = Some(CacheStatus::Miss);
-                return Ok(respond(fwd));
-            }
-            // Served by another request's fill: no upstream call of ours.
-            (Ok(entry), None) => {
-                log.cache = Some(CacheStatus::Hit);
-                return Ok(respond_cached(&entry));
-            }
-            (Err(e), _) => e,
-        };
-        let upstream_failed = match &*failure {
-            FillError::Gateway(GatewayError::Upstream(_)) => true,
-            FillError::NotStored(f) => f.upstream.status.is_server_error(),
-            FillError::Gateway(_) => false,
-        };
-        if let Some(entry) = stale {
-            if upstream_failed {
-                log.cache = Some(CacheStatus::Stale);
-                let resp = respond_cached(&entry);
-                cache.insert(key, entry).await;
-                return Ok(resp);
-            }
-        }
-        log.cache = Some(CacheStatus::Miss);
-        match Arc::unwrap_or_clone(failure) {
-            FillError::Gateway(e) => Err(e),
-            FillError::NotStored(fwd) => Ok(respond(fwd)),
-        }
-    }
-
-    /// Rate limit, then one upstream call; then upstream feedback to the limiter and cache
-    /// invalidation after a successful write.
+    /// Rate limit, then one upstream call; then upstream feedback to the limiter, the
+    /// credential-rejection signal, and cache invalidation after a successful write.
     async fn forward(
         &self,
+        state: &State,
         call: Call<'_>,
         log: &mut AccessLog,
     ) -> Result<Forwarded, GatewayError> {
-        let inner = &*self.inner;
+        let metrics = &self.inner.metrics;
         let bucket = call.bucket();
         let Call {
             parts,
@@ -329,23 +274,35 @@ impl Gateway {
             cred,
             body,
         } = call;
-        let decision = inner.limiter.acquire(bucket).await;
+        let tenant = cred.tenant.map(|t| &t.id);
+        let key_class = cred.key_class.as_str();
+        let decision = state.limiter.acquire(bucket).await;
+        metrics.ratelimit_decision(tenant, key_class, decision.outcome.as_str());
         if let Some(retry_after) = decision.retry_after {
             return Err(GatewayError::RateLimited {
                 retry_after,
                 headers: decision.headers,
             });
         }
-        let upstream = inner
+        let started = Instant::now();
+        let sent = state
             .upstream
             .send(
                 parts,
                 uri.path(),
-                inner.tenants.header(),
+                state.tenants.header(),
                 cred.key.bearer(),
                 body,
             )
-            .await?;
+            .await;
+        let upstream = match sent {
+            Ok(up) => up,
+            Err(e) => {
+                metrics.upstream_error(e.kind());
+                return Err(e.into());
+            }
+        };
+        metrics.upstream(route.label(), started.elapsed());
         log.upstream_status = Some(upstream.status);
         if tracing::enabled!(Level::DEBUG) {
             let secrets = route
@@ -358,21 +315,34 @@ impl Gateway {
                 "response body"
             );
         }
-        if let Some(pause) = ratelimit::upstream_backoff(
+        let backoff = ratelimit::upstream_backoff(
             upstream.status,
             &upstream.headers,
             &upstream.body,
-            inner.upstream_backoff,
-        ) {
+            state.config.rate_limit.upstream_backoff,
+        );
+        if let Some(pause) = backoff {
             tracing::warn!(
                 tenant = log.tenant.as_deref().unwrap_or("-"),
-                key_class = cred.key_class.as_str(),
+                key_class,
                 pause_ms = pause.as_millis() as u64,
                 "eTelecom signalled quota exhaustion; pausing this credential"
             );
-            inner.limiter.pause(bucket, pause);
+            state.limiter.pause(bucket, pause);
+        } else if matches!(
+            upstream.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            tracing::warn!(
+                tenant = log.tenant.as_deref().unwrap_or("-"),
+                key_class,
+                status = upstream.status.as_u16(),
+                key = %format_args!("sha256:{}", cred.key.fingerprint()),
+                "eTelecom refused the key the gateway injected (revoked or rotated?)"
+            );
+            metrics.credential_rejection(tenant, key_class);
         }
-        if let (Some(cache), Some(m)) = (&inner.cache, route.method) {
+        if let (Some(cache), Some(m)) = (&state.cache, route.method) {
             if upstream.status.is_success() && !m.read_only {
                 cache.invalidate_after_write(cred.tenant.map(|t| &*t.id), m);
             }
@@ -384,51 +354,11 @@ impl Gateway {
     }
 }
 
-/// The limiter's view of `[rate_limit]` and the per-tenant and partner overrides.
-fn limiter_settings(cfg: &Config) -> ratelimit::Settings {
-    let policy = |p: RatePolicy| ratelimit::Policy::new(p.requests_per_second, p.burst);
-    let rl = &cfg.rate_limit;
-    ratelimit::Settings {
-        default: policy(rl.default),
-        tenants: cfg
-            .tenants
-            .iter()
-            .filter_map(|t| Some((t.id.clone(), policy(t.rate_limit?))))
-            .collect(),
-        partner: cfg.partner.as_ref().and_then(|p| p.rate_limit).map(policy),
-        mode: match rl.mode {
-            RateMode::Reject => ratelimit::Mode::Reject,
-            RateMode::Queue { max_wait } => ratelimit::Mode::Queue { max_wait },
-        },
-        enforce: rl.enforce,
-        upstream_backoff: rl.upstream_backoff,
-    }
-}
-
-fn content_type(up: &UpstreamResponse) -> Option<&HeaderValue> {
-    up.headers.get(header::CONTENT_TYPE)
-}
-
 /// eTelecom's answer, passed on unchanged, with the rate-limit state of its credential.
 fn respond(fwd: Forwarded) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(fwd.upstream.body));
     *resp.status_mut() = fwd.upstream.status;
     *resp.headers_mut() = fwd.upstream.headers;
     fwd.ratelimit.insert_into(resp.headers_mut());
-    resp
-}
-
-/// A stored answer.
-fn respond_cached(entry: &crate::cache::Entry) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(entry.body.clone()));
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        entry
-            .content_type
-            .clone()
-            .unwrap_or(HeaderValue::from_static("application/json")),
-    );
-    headers.insert(header::AGE, HeaderValue::from(entry.age()));
     resp
 }

@@ -104,7 +104,7 @@ pub enum Mode {
 }
 
 /// Everything the limiter needs from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub default: Policy,
     /// Per-tenant overrides: each applies to both key classes of the tenant, one bucket each.

@@ -1,5 +1,6 @@
-//! The public listener: accept loop, per-connection limits and graceful stop. It knows nothing of
-//! tenants, routes or caching; it hands every request to the [`Gateway`].
+//! Listeners: accept loop, per-connection limits and graceful stop, for any [`Handler`] (the
+//! gateway on the public listener, the admin endpoints on the admin listener). It knows nothing
+//! of tenants, routes or caching.
 //!
 //! Protection: a cap on open connections (accepting waits for a free slot, so excess callers
 //! queue in the kernel backlog instead of being served badly), a header read timeout against
@@ -8,9 +9,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,10 +24,23 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::ServerConfig;
-use crate::proxy::Gateway;
+use crate::config::Config;
 
-/// The listener's limits, from `[server]`.
+/// What a listener serves.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Held for as long as a connection is open (a metrics gauge guard, or nothing).
+    type Connection: Send + 'static;
+
+    fn connection(&self) -> Self::Connection;
+
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
+
+/// A listener's limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
@@ -30,23 +49,23 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-impl From<&ServerConfig> for Limits {
-    fn from(s: &ServerConfig) -> Self {
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
         Self {
-            max_connections: s.max_connections,
-            header_read_timeout: s.header_read_timeout,
-            max_header_bytes: s.max_header_bytes,
-            grace: s.grace,
+            max_connections: c.server.max_connections,
+            header_read_timeout: c.server.header_read_timeout,
+            max_header_bytes: c.server.max_header_bytes,
+            grace: c.shutdown.grace,
         }
     }
 }
 
-/// Serves `listener` until `shutdown` resolves; then stops accepting, lets open requests finish
-/// within `limits.grace` (HTTP/1.1 connections are closed after their current response, HTTP/2
-/// ones get GOAWAY) and returns.
-pub async fn serve(
+/// Serves `listener` until `shutdown` resolves; then closes the listener (new connections are
+/// refused), lets open requests finish within `limits.grace` (HTTP/1.1 connections are closed
+/// after their current response, HTTP/2 ones get GOAWAY) and returns.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    gateway: Gateway,
+    handler: H,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -85,10 +104,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
+        let open = handler.connection();
+        let handler = handler.clone();
         let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.call(req, peer).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -98,13 +118,13 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
-            drop(slot);
+            drop((slot, open));
         });
     }
     drop(listener);
-    tracing::info!(
+    tracing::debug!(
         grace_ms = limits.grace.as_millis() as u64,
-        "stopped accepting; draining"
+        "listener closed; draining connections"
     );
     if tokio::time::timeout(limits.grace, graceful.shutdown())
         .await

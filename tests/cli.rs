@@ -270,6 +270,10 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
             r#"
 [server]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[shutdown]
+drain_delay_secs = 0
 [upstream]
 base_url = "{}"
 ca_file = "ca.pem"

@@ -14,6 +14,10 @@ fn cfg() -> CacheConfig {
     }
 }
 
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new(true))
+}
+
 fn method(path: &str) -> &'static Method {
     Catalogue::get().lookup(path).expect(path)
 }
@@ -46,7 +50,7 @@ fn canonical_form_ignores_key_order_and_whitespace() {
 #[test]
 fn keys_separate_tenants_classes_and_generations() {
     let t = tenants();
-    let c = Cache::new(&cfg(), &t);
+    let c = Cache::new(&cfg(), &t, metrics());
     let m = method(INFO);
     let acme = c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}");
     let globex = c.key(Some(&t[1]), KeyClass::ApiKey, m, b"{}");
@@ -60,7 +64,7 @@ fn keys_separate_tenants_classes_and_generations() {
 #[test]
 fn partner_level_writes_invalidate_for_every_tenant() {
     let t = tenants();
-    let c = Cache::new(&cfg(), &t);
+    let c = Cache::new(&cfg(), &t, metrics());
     let get_tenant = method("/v1/partner.Etelecom/GetTenant");
     let before: Vec<_> = t
         .iter()
@@ -74,7 +78,7 @@ fn partner_level_writes_invalidate_for_every_tenant() {
 
 #[test]
 fn only_readable_200s_with_a_lifetime_become_entries() {
-    let c = Cache::new(&cfg(), &tenants());
+    let c = Cache::new(&cfg(), &tenants(), metrics());
     let m = method(INFO);
     assert!(c.cacheable(m));
     assert!(!c.cacheable(method("/v1/partner.Etelecom/CreateExtension")));
@@ -97,7 +101,7 @@ fn fixed_ttl_makes_a_read_cacheable() {
     let mut cfg = cfg();
     let m = method("/v1/partner.Etelecom/GetTenant");
     cfg.fixed_ttl.insert(m.id, Duration::from_secs(60));
-    let c = Cache::new(&cfg, &tenants());
+    let c = Cache::new(&cfg, &tenants(), metrics());
     assert!(c.cacheable(m));
     let e = c
         .entry(
@@ -114,7 +118,7 @@ fn fixed_ttl_makes_a_read_cacheable() {
 fn stale_window_never_passes_expires_at() {
     let mut cfg = cfg();
     cfg.stale_if_error = Duration::from_secs(600);
-    let c = Cache::new(&cfg, &tenants());
+    let c = Cache::new(&cfg, &tenants(), metrics());
     let m = method(INFO);
     let e = c
         .entry(m, http::StatusCode::OK, None, &body_expiring_in(100))
@@ -126,7 +130,7 @@ fn stale_window_never_passes_expires_at() {
 #[tokio::test]
 async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
     let t = tenants();
-    let c = Arc::new(Cache::new(&cfg(), &t));
+    let c = Arc::new(Cache::new(&cfg(), &t, metrics()));
     let m = method(INFO);
     let fetches = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(tokio::sync::Notify::new());
@@ -169,7 +173,7 @@ async fn memory_stays_under_max_bytes() {
     let mut cfg = cfg();
     cfg.max_bytes = 64 * 1024;
     let t = tenants();
-    let c = Cache::new(&cfg, &t);
+    let c = Cache::new(&cfg, &t, metrics());
     let m = method(INFO);
     let body = body_expiring_in(3600);
     for i in 0..5_000 {
@@ -187,4 +191,27 @@ async fn memory_stays_under_max_bytes() {
     let size = c.weighted_size().await;
     assert!(size <= cfg.max_bytes, "{size}");
     assert!(c.entry_count().await > 0);
+}
+
+#[tokio::test]
+async fn purge_by_tenant_and_method() {
+    let t = tenants();
+    let c = Cache::new(&cfg(), &t, metrics());
+    let info = method(INFO);
+    let partner_info = method("/v1/partner.Etelecom/GetExtensionInfo");
+    let body = body_expiring_in(3600);
+    for (tenant, m) in [(&t[0], info), (&t[0], partner_info), (&t[1], info)] {
+        let e = c
+            .entry(m, http::StatusCode::OK, None, &body)
+            .expect("entry");
+        c.insert(c.key(Some(tenant), m.key_class, m, b"{}"), e)
+            .await;
+    }
+    assert_eq!(c.purge(Some("acme"), Some("GetExtensionInfo")).await, 2);
+    assert_eq!(c.purge(Some("acme"), None).await, 0);
+    assert_eq!(
+        c.purge(None, Some("shop.Etelecom/GetExtensionInfo")).await,
+        1
+    );
+    assert_eq!(c.entry_count().await, 0);
 }

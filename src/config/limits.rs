@@ -8,24 +8,10 @@ use std::time::Duration;
 use super::{Parser, Section};
 use crate::catalogue::{Catalogue, MethodId};
 
-/// Requests per second and burst of one credential's bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RatePolicy {
-    pub requests_per_second: NonZeroU32,
-    pub burst: NonZeroU32,
-}
+/// A bucket's rate and burst, and what happens over the limit: the limiter's own types.
+pub use crate::ratelimit::{Mode as RateMode, Policy as RatePolicy};
 
-/// What happens over the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateMode {
-    Reject,
-    /// Wait up to `max_wait` for a permit.
-    Queue {
-        max_wait: Duration,
-    },
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub default: RatePolicy,
     pub mode: RateMode,
@@ -37,7 +23,7 @@ pub struct RateLimitConfig {
     pub housekeeping_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub enabled: bool,
     pub max_ttl: Duration,
@@ -48,10 +34,10 @@ pub struct CacheConfig {
     pub fixed_ttl: HashMap<MethodId, Duration>,
 }
 
-pub const DEFAULT_RATE: RatePolicy = RatePolicy {
-    requests_per_second: NonZeroU32::new(10).expect("non-zero"),
-    burst: NonZeroU32::new(20).expect("non-zero"),
-};
+pub const DEFAULT_RATE: RatePolicy = RatePolicy::new(
+    NonZeroU32::new(10).expect("non-zero"),
+    NonZeroU32::new(20).expect("non-zero"),
+);
 
 impl Parser<'_> {
     /// A `{ requests_per_second, burst }` table at `key` of `s` (burst defaults to the rate).

@@ -136,7 +136,19 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(s.max_connections, 4096);
     assert_eq!(s.header_read_timeout, Duration::from_millis(10_000));
     assert_eq!(s.max_header_bytes, 16 * 1024);
-    assert_eq!(s.grace, Duration::from_millis(25_000));
+    assert_eq!(c.shutdown.grace, Duration::from_secs(25));
+    assert_eq!(c.shutdown.drain_delay, Duration::from_secs(5));
+    assert_eq!(
+        c.admin.listen,
+        "127.0.0.1:9090".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(c.reload.interval, Duration::from_secs(30));
+    assert!(c.reload.watch);
+    assert!(c.metrics.tenant_label);
+    assert!(c.cache.enabled);
+    assert_eq!(c.cache.max_ttl, Duration::from_secs(300));
+    assert_eq!(c.rate_limit.default.requests_per_second.get(), 10);
+    assert_eq!(c.rate_limit.default.burst.get(), 20);
 
     let u = &c.upstream;
     assert_eq!(u.scheme, Scheme::HTTPS);
@@ -189,7 +201,10 @@ max_body_bytes = 2048
 max_connections = 10
 header_read_timeout_ms = 500
 max_header_bytes = 8192
-grace_ms = 1500
+
+[shutdown]
+drain_delay_secs = 0
+grace_secs = 2
 
 [upstream]
 base_url = "https://sandbox.etelecom.vn:8443/api/"
@@ -248,7 +263,8 @@ shop_key = { env = "BETA_SHOP_KEY" }
     assert_eq!(s.max_connections, 10);
     assert_eq!(s.header_read_timeout, Duration::from_millis(500));
     assert_eq!(s.max_header_bytes, 8192);
-    assert_eq!(s.grace, Duration::from_millis(1500));
+    assert_eq!(c.shutdown.grace, Duration::from_secs(2));
+    assert_eq!(c.shutdown.drain_delay, Duration::ZERO);
 
     let u = &c.upstream;
     assert_eq!(u.scheme, Scheme::HTTPS);
@@ -359,7 +375,7 @@ listen = "localhost"
 tenant_header = "x tenant"
 default_tenant = "ghost"
 allowed_callers = ["127.0.0.1/8", "10.0.0.0/33", "::1"]
-grace_ms = 0
+header_read_timeout_ms = 0
 
 [upstream]
 base_url = "http://api.etelecom.vn"
@@ -405,7 +421,7 @@ api_key = { env = "ACME_API_KEY" }
             "server.listen",
             "server.tenant_header",
             "server.allowed_callers[1]",
-            "server.grace_ms",
+            "server.header_read_timeout_ms",
             "upstream.base_url",
             "upstream.timeout_ms",
             "routing.unknown_methods",
@@ -916,11 +932,17 @@ fn zero_limits_and_timeouts_are_refused() {
         ("server", "max_body_bytes"),
         ("server", "max_connections"),
         ("server", "header_read_timeout_ms"),
-        ("server", "grace_ms"),
         ("upstream", "connect_timeout_ms"),
         ("upstream", "timeout_ms"),
         ("upstream", "max_response_bytes"),
         ("upstream", "pool_idle_timeout_ms"),
+        ("shutdown", "grace_secs"),
+        ("reload", "interval_secs"),
+        ("rate_limit", "requests_per_second"),
+        ("rate_limit", "burst"),
+        ("rate_limit", "upstream_backoff_secs"),
+        ("cache", "max_ttl_secs"),
+        ("cache", "max_bytes"),
     ] {
         let got = assert_paths(
             &with_tenant(&format!("[{section}]\n{key} = 0\n")),
@@ -928,6 +950,96 @@ fn zero_limits_and_timeouts_are_refused() {
         );
         assert!(got[0].ends_with("must be greater than 0"), "{got:?}");
     }
+}
+
+#[test]
+fn rate_limit_and_cache_sections() {
+    let c = parse_ok(&with_tenant(
+        r#"
+[rate_limit]
+requests_per_second = 5
+burst = 7
+mode = "queue"
+max_wait_ms = 250
+enforce = false
+
+[cache]
+max_ttl_secs = 120
+safety_margin_secs = 2
+max_bytes = 1000
+stale_if_error_secs = 30
+
+[cache.methods]
+GetTenant = { ttl_secs = 60 }
+"#,
+    ));
+    let rl = &c.rate_limit;
+    assert_eq!(
+        (rl.default.requests_per_second.get(), rl.default.burst.get()),
+        (5, 7)
+    );
+    assert_eq!(
+        rl.mode,
+        RateMode::Queue {
+            max_wait: Duration::from_millis(250)
+        }
+    );
+    assert!(!rl.enforce);
+    assert_eq!(c.cache.max_ttl, Duration::from_secs(120));
+    assert_eq!(c.cache.stale_if_error, Duration::from_secs(30));
+    let get_tenant = crate::catalogue::Catalogue::get()
+        .lookup("/v1/partner.Etelecom/GetTenant")
+        .expect("GetTenant");
+    assert_eq!(
+        c.cache.fixed_ttl.get(&get_tenant.id),
+        Some(&Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn rate_limit_and_cache_problems() {
+    assert_paths(
+        &with_tenant(
+            r#"
+[rate_limit]
+mode = "queue"
+
+[cache.methods]
+CreateExtension = { ttl_secs = 60 }
+NoSuchMethod = { ttl_secs = 60 }
+GetTenant = { ttl_secs = 9999 }
+"#,
+        ),
+        &[
+            "rate_limit.max_wait_ms",
+            "cache.methods.CreateExtension",
+            "cache.methods.GetTenant.ttl_secs",
+            "cache.methods.NoSuchMethod",
+        ],
+    );
+}
+
+#[test]
+fn tenant_and_partner_rate_limit_overrides() {
+    let c = parse_ok(&with_tenant(
+        "[partner]\napi_key = { env = \"PARTNER_API_KEY\" }\nrate_limit = { requests_per_second = 3 }\n",
+    ));
+    let p = c.partner.expect("partner").rate_limit.expect("override");
+    assert_eq!((p.requests_per_second.get(), p.burst.get()), (3, 3));
+}
+
+#[test]
+fn files_read_are_listed_for_the_reload_watcher() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "keys/shop_key", &format!("{ACME_SHOP_KEY}\n"));
+    let cfg_path = dir.path().join("gw.toml");
+    write(
+        dir.path(),
+        "gw.toml",
+        "[[tenants]]\nid = \"acme\"\nshop_key = { file = \"keys/shop_key\" }\n",
+    );
+    let c = Config::load(&cfg_path, &fake_env).expect("config");
+    assert_eq!(c.files, vec![cfg_path, dir.path().join("keys/shop_key")]);
 }
 
 #[test]

@@ -88,6 +88,10 @@ listen = "127.0.0.1:0"
 base_url = "{base_url}"
 {ca}{upstream}
 
+[shutdown]
+drain_delay_secs = 0
+grace_secs = 5
+
 [rate_limit]
 {rate_limit}
 

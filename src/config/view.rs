@@ -1,0 +1,107 @@
+//! The effective configuration as JSON, for the admin `GET /config`: every value as the gateway
+//! uses it, defaults filled in, and every key shown only as a short fingerprint
+//! (`sha256:1a2b3c4d`) so ops can tell which key version is loaded without seeing it.
+
+use serde_json::{Value, json};
+
+use super::{Config, RateMode, RatePolicy, UnknownMethods};
+use crate::catalogue::Catalogue;
+use crate::secret::ApiKey;
+
+fn fp(key: Option<&ApiKey>) -> Value {
+    key.map_or(Value::Null, |k| {
+        Value::String(format!("sha256:{}", k.fingerprint()))
+    })
+}
+
+fn policy(p: Option<RatePolicy>) -> Value {
+    p.map_or(
+        Value::Null,
+        |p| json!({ "requests_per_second": p.requests_per_second.get(), "burst": p.burst.get() }),
+    )
+}
+
+fn nets(n: Option<&[ipnet::IpNet]>) -> Value {
+    n.map_or(Value::Null, |n| n.iter().map(ToString::to_string).collect())
+}
+
+impl Config {
+    pub fn view(&self) -> Value {
+        let s = &self.server;
+        let u = &self.upstream;
+        let rl = &self.rate_limit;
+        let c = &self.cache;
+        let mut fixed: Vec<(&str, u64)> = c
+            .fixed_ttl
+            .iter()
+            .map(|(id, ttl)| (&*Catalogue::get().method(*id).label, ttl.as_secs()))
+            .collect();
+        fixed.sort_unstable();
+        json!({
+            "server": {
+                "listen": s.listen.to_string(),
+                "tenant_header": s.tenant_header.as_str(),
+                "default_tenant": s.default_tenant.as_deref(),
+                "allowed_callers": nets(Some(&s.allowed_callers)),
+                "max_body_bytes": s.max_body_bytes,
+                "max_connections": s.max_connections,
+                "header_read_timeout_ms": s.header_read_timeout.as_millis() as u64,
+                "max_header_bytes": s.max_header_bytes,
+            },
+            "upstream": {
+                "base_url": format!("{}://{}{}", u.scheme, u.authority, u.path_prefix),
+                "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+                "timeout_ms": u.timeout.as_millis() as u64,
+                "extra_roots": u.extra_roots.len(),
+                "max_response_bytes": u.max_response_bytes,
+                "pool_idle_timeout_ms": u.pool_idle_timeout.as_millis() as u64,
+                "pool_max_idle_per_host": u.pool_max_idle_per_host,
+            },
+            "routing": {
+                "unknown_methods": match self.routing.unknown_methods {
+                    UnknownMethods::Forward => "forward",
+                    UnknownMethods::Reject => "reject",
+                },
+            },
+            "partner": self.partner.as_ref().map(|p| json!({
+                "api_key": fp(Some(&p.api_key)),
+                "allowed_callers": nets(p.allowed_callers.as_deref()),
+                "rate_limit": policy(p.rate_limit),
+            })),
+            "tenants": self.tenants.iter().map(|t| json!({
+                "id": &*t.id,
+                "api_key": fp(t.api_key.as_ref()),
+                "shop_key": fp(t.shop_key.as_ref()),
+                "allowed_callers": nets(t.allowed_callers.as_deref()),
+                "rate_limit": policy(t.rate_limit),
+            })).collect::<Vec<_>>(),
+            "rate_limit": {
+                "requests_per_second": rl.default.requests_per_second.get(),
+                "burst": rl.default.burst.get(),
+                "mode": match rl.mode { RateMode::Reject => "reject", RateMode::Queue { .. } => "queue" },
+                "max_wait_ms": match rl.mode { RateMode::Reject => 0, RateMode::Queue { max_wait } => max_wait.as_millis() as u64 },
+                "enforce": rl.enforce,
+                "upstream_backoff_secs": rl.upstream_backoff.as_secs(),
+                "housekeeping_interval_secs": rl.housekeeping_interval.as_secs(),
+            },
+            "cache": {
+                "enabled": c.enabled,
+                "max_ttl_secs": c.max_ttl.as_secs(),
+                "safety_margin_secs": c.safety_margin.as_secs(),
+                "max_bytes": c.max_bytes,
+                "stale_if_error_secs": c.stale_if_error.as_secs(),
+                "methods": fixed.into_iter().map(|(m, ttl)| (m.to_owned(), json!({ "ttl_secs": ttl }))).collect::<serde_json::Map<_, _>>(),
+            },
+            "admin": { "listen": self.admin.listen.to_string() },
+            "shutdown": {
+                "drain_delay_secs": self.shutdown.drain_delay.as_secs(),
+                "grace_secs": self.shutdown.grace.as_secs(),
+            },
+            "reload": {
+                "interval_secs": self.reload.interval.as_secs(),
+                "watch": self.reload.watch,
+            },
+            "metrics": { "tenant_label": self.metrics.tenant_label },
+        })
+    }
+}

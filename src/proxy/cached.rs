@@ -1,0 +1,177 @@
+//! The lifecycle branch for cacheable reads: caller directives (`Cache-Control: no-cache` /
+//! `no-store`), lookup, the single-flight fill, and stale-if-error.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body_util::Full;
+
+use super::state::State;
+use super::{CacheStatus, Call, Forwarded, Gateway, respond};
+use crate::access_log::AccessLog;
+use crate::cache::{Cache, Entry, Lookup};
+use crate::catalogue::Method;
+use crate::error::GatewayError;
+use crate::upstream::UpstreamResponse;
+
+/// `Cache-Control` directives a caller may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallerCache {
+    Default,
+    /// Skip the lookup, refresh the entry.
+    NoCache,
+    /// Skip the lookup, store nothing.
+    NoStore,
+}
+
+impl CallerCache {
+    pub(super) fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut out = Self::Default;
+        for v in headers.get_all(header::CACHE_CONTROL) {
+            for d in v.to_str().unwrap_or("").split(',') {
+                let d = d.trim();
+                if d.eq_ignore_ascii_case("no-store") {
+                    return Self::NoStore;
+                }
+                if d.eq_ignore_ascii_case("no-cache") {
+                    out = Self::NoCache;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a cache fill produced no entry.
+#[derive(Debug, Clone)]
+enum FillError {
+    Gateway(GatewayError),
+    NotStored(Forwarded),
+}
+
+impl Gateway {
+    pub(super) async fn cached(
+        &self,
+        state: &State,
+        cache: &Cache,
+        method: &'static Method,
+        call: Call<'_>,
+        caller: CallerCache,
+        log: &mut AccessLog,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        let result = self
+            .cached_inner(state, cache, method, call, caller, log)
+            .await;
+        if let Some(status) = log.cache {
+            self.inner
+                .metrics
+                .cache_request(&method.label, status.label());
+        }
+        result
+    }
+
+    async fn cached_inner(
+        &self,
+        state: &State,
+        cache: &Cache,
+        method: &'static Method,
+        call: Call<'_>,
+        caller: CallerCache,
+        log: &mut AccessLog,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        let tenant = call.cred.tenant.map(|t| &t.id);
+        if caller != CallerCache::Default {
+            log.cache = Some(CacheStatus::Bypass);
+            let key = (caller == CallerCache::NoCache)
+                .then(|| cache.key(tenant, call.cred.key_class, method, &call.body));
+            let fwd = self.forward(state, call, log).await?;
+            if let Some(key) = key {
+                let up = &fwd.upstream;
+                if let Some(entry) = cache.entry(method, up.status, content_type(up), &up.body) {
+                    cache.insert(key, entry).await;
+                }
+            }
+            return Ok(respond(fwd));
+        }
+
+        let key = cache.key(tenant, call.cred.key_class, method, &call.body);
+        let stale = match cache.lookup(&key).await {
+            Lookup::Fresh(entry) => {
+                log.cache = Some(CacheStatus::Hit);
+                return Ok(respond_cached(&entry));
+            }
+            // Taken out so that the fill below runs; put back if the fill fails.
+            Lookup::Stale(entry) => {
+                cache.remove(&key).await;
+                Some(entry)
+            }
+            Lookup::Absent => None,
+        };
+        let mut filled_here: Option<Forwarded> = None;
+        let fill = async {
+            let fwd = self
+                .forward(state, call, log)
+                .await
+                .map_err(FillError::Gateway)?;
+            let up = &fwd.upstream;
+            match cache.entry(method, up.status, content_type(up), &up.body) {
+                Some(entry) => {
+                    filled_here = Some(fwd);
+                    Ok(entry)
+                }
+                None => Err(FillError::NotStored(fwd)),
+            }
+        };
+        let result = cache.get_or_fetch(key.clone(), fill).await;
+        let failure = match (result, filled_here) {
+            (Ok(_), Some(fwd)) => {
+                log.cache = Some(CacheStatus::Miss);
+                return Ok(respond(fwd));
+            }
+            // Served by another request's fill: no upstream call of ours.
+            (Ok(entry), None) => {
+                log.cache = Some(CacheStatus::Hit);
+                return Ok(respond_cached(&entry));
+            }
+            (Err(e), _) => e,
+        };
+        let upstream_failed = match &*failure {
+            FillError::Gateway(GatewayError::Upstream(_)) => true,
+            FillError::NotStored(f) => f.upstream.status.is_server_error(),
+            FillError::Gateway(_) => false,
+        };
+        if let Some(entry) = stale {
+            if upstream_failed {
+                log.cache = Some(CacheStatus::Stale);
+                let resp = respond_cached(&entry);
+                cache.insert(key, entry).await;
+                return Ok(resp);
+            }
+        }
+        log.cache = Some(CacheStatus::Miss);
+        match Arc::unwrap_or_clone(failure) {
+            FillError::Gateway(e) => Err(e),
+            FillError::NotStored(fwd) => Ok(respond(fwd)),
+        }
+    }
+}
+
+fn content_type(up: &UpstreamResponse) -> Option<&HeaderValue> {
+    up.headers.get(header::CONTENT_TYPE)
+}
+
+/// A stored answer.
+fn respond_cached(entry: &Entry) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(entry.body.clone()));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        entry
+            .content_type
+            .clone()
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    headers.insert(header::AGE, HeaderValue::from(entry.age()));
+    resp
+}
