@@ -64,6 +64,8 @@ pub struct Harness {
     pub mock: MockUpstream,
     pub accounts: MockAccounts,
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/readyz`, `/config`, `/cache/purge`).
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub client: Client<HttpConnector, Full<Bytes>>,
     stop: Option<oneshot::Sender<()>>,
@@ -160,9 +162,15 @@ impl Harness {
         let cfg = Config::parse(&text, dir.path(), &no_env).unwrap_or_else(|e| panic!("{e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let opts = etelecom_gateway::app::Options {
+            admin: Some(admin_listener),
+            config_path: None,
+        };
         let task = tokio::spawn(async move {
-            etelecom_gateway::app::run(&cfg, listener, async {
+            etelecom_gateway::app::run_with(cfg, listener, opts, async {
                 let _ = stopped.await;
             })
             .await
@@ -172,6 +180,7 @@ impl Harness {
             mock,
             accounts,
             addr,
+            admin,
             dir,
             client,
             stop: Some(stop),
@@ -200,6 +209,23 @@ impl Harness {
         }
         let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         self.send(req).await
+    }
+
+    /// A request to the admin listener.
+    pub async fn admin(&self, method: &str, path_and_query: &str) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path_and_query}", self.admin))
+            .body(Full::default())
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.admin("GET", "/metrics").await;
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body.to_vec()).unwrap()
     }
 
     pub async fn call(&self, path: &str, tenant: Option<&str>, body: &str) -> Reply {
@@ -288,4 +314,26 @@ pub fn post(
         req = req.header("x-tenant-id", t);
     }
     req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
+/// The value of the sample `name{...}` whose labels include every `labels` pair; `None` when no
+/// such sample exists.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (n == name).then_some((rest, value))
+        })
+        .filter(|(rest, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .reduce(|a, b| a + b)
 }
