@@ -36,7 +36,7 @@ K8S = Path("deploy/kubernetes")
 UNIT = Path("deploy/systemd/etelecom-gateway.service")
 SYSTEMD_TOML = Path("deploy/systemd/gateway.toml")
 CRED_DIR = "/run/credentials/etelecom-gateway.service"
-REQUIRED = ("server", "upstream", "admin", "shutdown", "reload", "metrics", "tenants")
+REQUIRED = ("server", "upstream", "rate_limit", "cache", "admin", "shutdown", "reload", "metrics", "tenants")
 # Placeholder keys of the documented shapes: <id>:<secret> and shop<id>:<secret>.
 PLACEHOLDER = {"shop_key": "shop1000001:placeholder-secret-for-config-check"}
 PLACEHOLDER_DEFAULT = "1000001:placeholder-secret-for-config-check"

@@ -8,7 +8,8 @@ Run from the repository root (.ci/validate-deploy does):
 1. deploy/grafana/etelecom-gateway.json: JSON; every panel and query uses the ${DS_PROMETHEUS}
    input; panel ids are unique; panels do not overlap; every template variable is defined.
 2. Every etelecom_gateway_* name used by the dashboard, rules.yml, rules.test.yml and the
-   recording rules is one the gateway exports (EXPORTED below, the metrics contract).
+   recording rules is one the gateway exports (EXPORTED below, the metrics contract), and
+   EXPORTED matches the contract table in the doc comment of src/metrics.rs when it has one.
 3. With --promql-out, writes every dashboard query (Grafana variables replaced by neutral values)
    as a Prometheus rules file, so that `promtool check rules` parses them with the real PromQL
    parser.
@@ -29,6 +30,7 @@ import yaml
 DASHBOARD = Path("deploy/grafana/etelecom-gateway.json")
 RULES = Path("deploy/prometheus/rules.yml")
 RULE_TESTS = Path("deploy/prometheus/rules.test.yml")
+SOURCE = Path("src/metrics.rs")
 
 # The gateway's metrics (prometheus-client, text format; counters carry _total, histograms
 # expose _bucket/_sum/_count). Keep in step with the code.
@@ -141,6 +143,24 @@ def main() -> int:
     unused = sorted(EXPORTED - set(used) - {f"{P}{h}_sum" for h in HISTOGRAMS} - {f"{P}{h}_count" for h in HISTOGRAMS})
     if unused:
         print(f"  note exported but shown nowhere: {unused}")
+
+    # The contract table at the top of src/metrics.rs, when there is one, must list the same names.
+    if SOURCE.is_file():
+        table = [l for l in SOURCE.read_text().splitlines() if l.startswith("//! | `")]
+        listed = set()
+        for line in table:
+            for n in re.findall(r"`([a-z_]+)`", line.split("|")[1]):
+                listed.add(P + n)
+        if not listed:
+            print(f"  note {SOURCE} has no contract table: metric names not compared with the code")
+        else:
+            exported_bases = {n.removesuffix("_bucket") for n in EXPORTED if not n.endswith(("_sum", "_count"))}
+            for n in sorted(listed - exported_bases):
+                fail(f"{SOURCE} lists {n}, unknown here: add it to EXPORTED (and to the dashboard)")
+            for n in sorted(exported_bases - listed):
+                fail(f"{n} is not in the contract table of {SOURCE}: renamed or removed?")
+            if listed == exported_bases:
+                print(f"  ok   the {len(listed)} metrics here match the contract table of {SOURCE}")
 
     if args.promql_out:
         rules = []

@@ -41,7 +41,9 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.schema.json",
 }
 GATEWAY_CONTAINER = "etelecom-gateway"
-GATEWAY_SECTIONS = ("server", "upstream", "admin", "shutdown", "reload", "metrics", "tenants")
+GATEWAY_SECTIONS = ("server", "upstream", "rate_limit", "cache", "admin", "shutdown", "reload", "metrics", "tenants")
+# The container memory limit must be at least this many times [cache] max_bytes.
+CACHE_MEMORY_FACTOR = 2
 # Stop budget margin: terminationGracePeriodSeconds must exceed drain_delay + grace by this much.
 STOP_MARGIN_SECS = 5
 
@@ -188,6 +190,18 @@ def all_containers(spec: dict) -> list[tuple[str, dict]]:
     ]
 
 
+def quantity_bytes(q) -> int | None:
+    """A Kubernetes memory quantity (128Mi, 1G, 268435456) in bytes."""
+    if q is None:
+        return None
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    q = str(q)
+    for u, m in units.items():
+        if q.endswith(u):
+            return int(float(q[: -len(u)]) * m)
+    return int(float(q))
+
+
 def split_hostport(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
@@ -326,6 +340,16 @@ def check_gateway(objs: list[Obj], o: Obj, spec: dict, kind: str, c: dict) -> No
             fail(where, f"{probe} is not httpGet {path} on the admin port {aport}")
     if all((c.get(p) or {}).get("httpGet") for p in want):
         ok(where, f"probes /readyz, /readyz, /healthz on admin port {aport}")
+
+    # Memory: the cache is bounded by [cache] max_bytes (default 64 MiB); the limit must leave room.
+    cache = cfg.get("cache", {})
+    if cache.get("enabled", True):
+        max_bytes = cache.get("max_bytes", 64 * 1024 * 1024)
+        limit = quantity_bytes(((c.get("resources") or {}).get("limits") or {}).get("memory"))
+        if limit is None or limit < CACHE_MEMORY_FACTOR * max_bytes:
+            fail(where, f"memory limit {limit} bytes < {CACHE_MEMORY_FACTOR} x [cache] max_bytes {max_bytes}")
+        else:
+            ok(where, f"memory limit {limit // 2**20}Mi >= {CACHE_MEMORY_FACTOR} x [cache] max_bytes ({max_bytes // 2**20}Mi)")
 
     # Shutdown budget.
     drain = shutdown.get("drain_delay_secs", 5)
