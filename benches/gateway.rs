@@ -128,7 +128,10 @@ fn benches(c: &mut Criterion) {
     for (name, path) in [("cache_hit", HIT), ("forward", FORWARD)] {
         g.bench_function(name, |bench| {
             bench.to_async(&rt).iter(|| async {
-                let resp = client.request(request(&base, path)).await.expect("response");
+                let resp = client
+                    .request(request(&base, path))
+                    .await
+                    .expect("response");
                 assert_eq!(resp.status(), 200);
                 resp.into_body().collect().await.expect("body");
             })

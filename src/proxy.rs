@@ -251,7 +251,11 @@ impl Gateway {
         };
         match (&state.cache, route.method) {
             (Some(cache), Some(m)) if cache.cacheable(m) => {
-                self.cached(state, cache, m, call, caller_cache, log).await
+                let resp = self.cached(state, cache, m, call, caller_cache, log).await;
+                if let Some(status) = log.cache {
+                    self.inner.metrics.cache_request(&m.label, status.label());
+                }
+                resp
             }
             _ => Ok(respond(self.forward(state, call, log).await?)),
         }

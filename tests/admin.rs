@@ -180,27 +180,9 @@ async fn upstream_errors_limits_and_rejections_move() {
         ..Setup::default()
     })
     .await;
-    h.call_with(
-        CALL_LOGS,
-        Some("acme"),
-        "{}",
-        &[("x-mock-behaviour", "hang")],
-    )
-    .await;
-    h.call_with(
-        CALL_LOGS,
-        Some("globex"),
-        "{}",
-        &[("x-mock-behaviour", "reset")],
-    )
-    .await;
-    h.call_with(
-        CALL_LOGS,
-        Some("acme"),
-        "{}",
-        &[("x-mock-behaviour", "status=401")],
-    )
-    .await;
+    h.call_mock(CALL_LOGS, Some("acme"), "hang").await;
+    h.call_mock(CALL_LOGS, Some("globex"), "reset").await;
+    h.call_mock(CALL_LOGS, Some("acme"), "status=401").await;
     h.call(CALL_LOGS, Some("acme"), "{}").await;
     let m = h.metrics().await;
     assert_eq!(

@@ -255,11 +255,10 @@ async fn a_failed_write_invalidates_nothing() {
     let h = Harness::start().await;
     h.call(SHOP_API, Some("acme"), BODY).await;
     let w = h
-        .call_with(
+        .call_mock(
             "/v1/partner.Etelecom/UpdateHotlineForExtension",
             Some("acme"),
-            "{}",
-            &[("x-mock-behaviour", "status=400")],
+            "status=400",
         )
         .await;
     assert_eq!(w.status, 400);

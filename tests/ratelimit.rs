@@ -149,12 +149,7 @@ async fn shadow_mode_rejects_nothing() {
 async fn upstream_429_pauses_the_credential_for_its_retry_after() {
     let h = Harness::start().await;
     let r = h
-        .call_with(
-            CALL_LOGS,
-            Some("acme"),
-            "{}",
-            &[("x-mock-behaviour", "status=429;retry_after=2")],
-        )
+        .call_mock(CALL_LOGS, Some("acme"), "status=429;retry_after=2")
         .await;
     assert_eq!(r.status, 429);
     assert!(

@@ -87,14 +87,7 @@ async fn slow_but_in_time_is_fine() {
         ..Setup::default()
     })
     .await;
-    let r = h
-        .call_with(
-            SHOP_API,
-            Some("acme"),
-            "{}",
-            &[("x-mock-behaviour", "delay=100")],
-        )
-        .await;
+    let r = h.call_mock(SHOP_API, Some("acme"), "delay=100").await;
     assert_eq!(r.status, 200);
 }
 
@@ -102,14 +95,7 @@ async fn slow_but_in_time_is_fine() {
 async fn upstream_errors_pass_through_unchanged() {
     let h = Harness::start().await;
     // A key the mock does not know: 401 from "eTelecom", in its own shape.
-    let r = h
-        .call_with(
-            SHOP_API,
-            Some("acme"),
-            "{}",
-            &[("x-mock-behaviour", "status=401")],
-        )
-        .await;
+    let r = h.call_mock(SHOP_API, Some("acme"), "status=401").await;
     assert_eq!(r.status, 401);
     let v = r.json();
     assert!(v.get("meta").and_then(|m| m.get("source")).is_none(), "{v}");
@@ -146,13 +132,6 @@ async fn real_401_for_a_wrong_key_passes_through() {
 #[tokio::test]
 async fn connection_reset_is_a_502() {
     let h = Harness::start().await;
-    let r = h
-        .call_with(
-            SHOP_API,
-            Some("acme"),
-            "{}",
-            &[("x-mock-behaviour", "reset")],
-        )
-        .await;
+    let r = h.call_mock(SHOP_API, Some("acme"), "reset").await;
     r.assert_gateway_error(502, "unavailable");
 }

@@ -51,27 +51,8 @@ enum FillError {
 }
 
 impl Gateway {
+    /// Answers a cacheable read; `log.cache` says how.
     pub(super) async fn cached(
-        &self,
-        state: &State,
-        cache: &Cache,
-        method: &'static Method,
-        call: Call<'_>,
-        caller: CallerCache,
-        log: &mut AccessLog,
-    ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let result = self
-            .cached_inner(state, cache, method, call, caller, log)
-            .await;
-        if let Some(status) = log.cache {
-            self.inner
-                .metrics
-                .cache_request(&method.label, status.label());
-        }
-        result
-    }
-
-    async fn cached_inner(
         &self,
         state: &State,
         cache: &Cache,

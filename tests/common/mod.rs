@@ -211,6 +211,13 @@ impl Harness {
         self.send(req).await
     }
 
+    /// POSTs `{}` to `path` for `tenant`, telling the mock eTelecom how to behave for this one
+    /// request (`hang`, `reset`, `delay=<ms>`, `status=<code>[;retry_after=<s>]`).
+    pub async fn call_mock(&self, path: &str, tenant: Option<&str>, behaviour: &str) -> Reply {
+        self.call_with(path, tenant, "{}", &[("x-mock-behaviour", behaviour)])
+            .await
+    }
+
     /// A request to the admin listener.
     pub async fn admin(&self, method: &str, path_and_query: &str) -> Reply {
         let req = Request::builder()
