@@ -72,6 +72,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Trust the operating system's roots too (besides the built-in Mozilla set).
+    pub system_roots: bool,
     pub max_response_bytes: u64,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
@@ -466,6 +468,7 @@ impl Parser<'_> {
             .take::<PathBuf>(self, "ca_file")
             .map(|f| self.ca_file(&f))
             .unwrap_or_default();
+        let system_roots = s.take_or(self, "system_roots", false);
         let max_response_bytes = s.positive(self, "max_response_bytes", 16 * 1024 * 1024);
         let pool_idle_timeout = s.millis(self, "pool_idle_timeout_ms", 90_000);
         let pool_max_idle_per_host: u64 = s.take_or(self, "pool_max_idle_per_host", 64);
@@ -478,6 +481,7 @@ impl Parser<'_> {
             connect_timeout,
             timeout,
             extra_roots,
+            system_roots,
             max_response_bytes,
             pool_idle_timeout,
             pool_max_idle_per_host: usize::try_from(pool_max_idle_per_host).unwrap_or(usize::MAX),

@@ -165,10 +165,19 @@ impl Upstream {
 }
 
 /// The rustls client config: Mozilla's roots (compiled in, so a distroless image needs no CA
-/// bundle) plus the operator's extra roots. No process-wide crypto provider is installed.
+/// bundle), the system's roots when asked for, plus the operator's extra roots. No
+/// process-wide crypto provider is installed.
 fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if cfg.system_roots {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "while loading the system's root certificates");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::info!(added, ignored, "system root certificates loaded");
+    }
     for cert in &cfg.extra_roots {
         roots
             .add(cert.clone())
@@ -223,4 +232,39 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream_cfg(extra: &str) -> UpstreamConfig {
+        let text =
+            format!("[upstream]\n{extra}\n[[tenants]]\nid = \"a\"\napi_key = {{ env = \"K\" }}\n");
+        let env = |_: &str| Some("1:k".to_owned());
+        Config::parse(&text, std::path::Path::new("."), &env)
+            .expect("config")
+            .upstream
+    }
+
+    #[tokio::test]
+    async fn clients_build_with_and_without_system_roots() {
+        for extra in ["", "system_roots = true"] {
+            let cfg = upstream_cfg(extra);
+            assert_eq!(cfg.system_roots, !extra.is_empty());
+            assert!(Upstream::new(&cfg).is_ok(), "{extra}");
+        }
+    }
+
+    #[test]
+    fn base_url_path_prefix_is_joined() {
+        let u = Upstream::new(&upstream_cfg("base_url = \"https://sandbox.example/api/\""))
+            .expect("client");
+        let uri = u.uri("/v1/shop.Misc/CurrentAccount").expect("uri");
+        assert_eq!(
+            uri.to_string(),
+            "https://sandbox.example/api/v1/shop.Misc/CurrentAccount"
+        );
+    }
 }

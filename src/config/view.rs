@@ -53,6 +53,7 @@ impl Config {
                 "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
                 "timeout_ms": u.timeout.as_millis() as u64,
                 "extra_roots": u.extra_roots.len(),
+                "system_roots": u.system_roots,
                 "max_response_bytes": u.max_response_bytes,
                 "pool_idle_timeout_ms": u.pool_idle_timeout.as_millis() as u64,
                 "pool_max_idle_per_host": u.pool_max_idle_per_host,
