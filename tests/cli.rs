@@ -369,6 +369,18 @@ shop_key = {{ file = "shop.key" }}
             "[\"CANARY-not-an-object\"]",
             &[],
         ),
+        // A cache hit, an upstream quota answer, then the gateway's own 429 while paused.
+        (
+            "/v1/shop.Etelecom/GetExtensionInfo",
+            r#"{"extension_number":"101"}"#,
+            &[],
+        ),
+        (
+            "/v1/partner.Etelecom/ListCallLogs",
+            "{}",
+            &[("x-mock-behaviour", "status=429;retry_after=5")],
+        ),
+        ("/v1/partner.Etelecom/ListCallLogs", "{}", &[]),
     ];
     let mut passwords = Vec::new();
     for (path, body, extra) in &flows {

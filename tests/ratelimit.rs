@@ -143,6 +143,16 @@ async fn shadow_mode_rejects_nothing() {
         assert_eq!(h.call(CALL_LOGS, Some("acme"), "{}").await.status, 200);
     }
     assert_eq!(h.mock.request_count(), 5);
+    let m = h.metrics().await;
+    let outcome = |o: &str| {
+        common::sample(
+            &m,
+            "etelecom_gateway_ratelimit_decisions_total",
+            &[("tenant", "acme"), ("outcome", o)],
+        )
+    };
+    assert_eq!(outcome("allowed"), Some(1.0));
+    assert_eq!(outcome("shadow_limited"), Some(4.0));
 }
 
 #[tokio::test]
