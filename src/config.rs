@@ -198,11 +198,20 @@ impl Config {
         let reload = p.reload(section);
         let section = root.table(&mut p, "metrics");
         let metrics = p.metrics(section);
+        let had_partner = root.table.contains_key("partner");
         let partner = root
             .optional_table(&mut p, "partner")
             .and_then(|s| p.partner(s));
         let tenants = p.tenants(&mut root);
         root.finish(&mut p);
+        // A config with no key at all would refuse every request: most likely a file caught
+        // half-written, or the wrong file. Refused, so a reload never swaps it in.
+        if !had_partner && p.tenant_ids.is_empty() && !p.mentions("tenants") {
+            p.problem(
+                "tenants",
+                "no tenant and no [partner]: configure at least one key".into(),
+            );
+        }
 
         let unknown_default = p
             .default_tenant

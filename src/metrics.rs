@@ -70,7 +70,8 @@ const ALL_TENANTS: &str = "all";
 /// The `tenant` value of a partner-level call.
 const NO_TENANT: &str = "-";
 
-/// Who produced a response: the gateway itself (an error, a cache hit) or eTelecom.
+/// Who produced a response: the gateway itself (its own errors) or eTelecom (answers relayed
+/// or replayed from the cache).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Gateway,
@@ -215,7 +216,7 @@ impl Metrics {
         let cache_invalidations = register(
             r,
             "cache_invalidations",
-            "Cache invalidations triggered by successful writes, by the invalidating method",
+            "Cached reads made stale by successful writes, by the read invalidated",
             None,
             Family::default(),
         );

@@ -21,8 +21,10 @@
 //! interval still work, and the next [`ReloadTriggers::watch`] call tries again.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use notify::event::EventKind;
@@ -98,6 +100,8 @@ pub struct ReloadTriggers {
     watcher: Option<RecommendedWatcher>,
     /// Directories currently watched (absolute).
     dirs: BTreeSet<PathBuf>,
+    /// File names that matter in those directories (shared with the watcher's callback).
+    names: Arc<RwLock<BTreeSet<OsString>>>,
     /// A clone of what the watcher's callback holds, to build a new watcher if the first failed.
     events_tx: mpsc::Sender<()>,
     events: mpsc::Receiver<()>,
@@ -134,6 +138,7 @@ impl ReloadTriggers {
         let mut triggers = ReloadTriggers {
             watcher: None,
             dirs: BTreeSet::new(),
+            names: Arc::default(),
             events_tx,
             events,
             hangup,
@@ -194,8 +199,13 @@ impl ReloadTriggers {
     /// up a directory that was missing or re-created since the last call.
     pub fn watch(&mut self, paths: &[PathBuf]) {
         let wanted = watch_dirs(paths);
+        let names = paths
+            .iter()
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect();
+        *self.names.write().unwrap_or_else(PoisonError::into_inner) = names;
         if self.watcher.is_none() && !wanted.is_empty() {
-            self.watcher = new_watcher(self.events_tx.clone());
+            self.watcher = new_watcher(self.events_tx.clone(), self.names.clone());
         }
         let Some(watcher) = self.watcher.as_mut() else {
             self.dirs.clear();
@@ -261,10 +271,27 @@ fn is_change(event: &Event) -> bool {
         )
 }
 
+/// Whether an event concerns a watched file: one of `names`, or a Kubernetes Secret-volume entry
+/// (`..data`, `..data_tmp`, `..2026_...`). Anything else in the same folder (a log file written
+/// next to the config, an editor's swap file) is ignored, so it cannot cause reload loops.
+fn concerns(event: &Event, names: &RwLock<BTreeSet<OsString>>) -> bool {
+    if event.need_rescan() || event.paths.is_empty() {
+        return true;
+    }
+    let names = names.read().unwrap_or_else(PoisonError::into_inner);
+    event.paths.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+    })
+}
+
 /// A watcher whose callback (on notify's own thread) forwards changes without ever blocking.
-fn new_watcher(tx: mpsc::Sender<()>) -> Option<RecommendedWatcher> {
+fn new_watcher(
+    tx: mpsc::Sender<()>,
+    names: Arc<RwLock<BTreeSet<OsString>>>,
+) -> Option<RecommendedWatcher> {
     let handler = move |res: notify::Result<Event>| match res {
-        Ok(event) if is_change(&event) => {
+        Ok(event) if is_change(&event) && concerns(&event, &names) => {
             tracing::debug!(kind = ?event.kind, paths = ?event.paths, "watched directory changed");
             // Full: a trigger is already pending. Closed: the triggers were dropped.
             let _ = tx.try_send(());
@@ -420,6 +447,19 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "a = 1\n").expect("write");
         let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50));
+        std::fs::write(&config, "a = 2\n").expect("write");
+        assert_eq!(expect_trigger(&mut triggers).await, Trigger::FileChange);
+    }
+
+    #[tokio::test]
+    async fn other_files_in_a_watched_directory_do_not_trigger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gw.toml");
+        std::fs::write(&config, "a = 1\n").expect("write");
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50));
+        // A log file written next to the config must not cause reloads.
+        std::fs::write(dir.path().join("gw.log"), "line\n").expect("write");
+        expect_quiet(&mut triggers).await;
         std::fs::write(&config, "a = 2\n").expect("write");
         assert_eq!(expect_trigger(&mut triggers).await, Trigger::FileChange);
     }

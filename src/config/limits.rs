@@ -51,15 +51,15 @@ impl Parser<'_> {
     fn rate_fields(&mut self, s: &mut Section, default: Option<RatePolicy>) -> Option<RatePolicy> {
         let rps: Option<u32> = s.take(self, "requests_per_second");
         let burst: Option<u32> = s.take(self, "burst");
-        let rps = match (rps, default) {
-            (Some(r), _) => r,
-            (None, Some(d)) => d.requests_per_second.get(),
+        // A burst not given defaults to the rate given next to it, else to the default's.
+        let (rps, burst) = match (rps, default) {
+            (Some(r), _) => (r, burst.unwrap_or(r.max(1))),
+            (None, Some(d)) => (d.requests_per_second.get(), burst.unwrap_or(d.burst.get())),
             (None, None) => {
                 self.problem(&s.key_path("requests_per_second"), "is required".into());
                 return None;
             }
         };
-        let burst = burst.or(default.map(|d| d.burst.get())).unwrap_or(rps);
         let nz = |p: &mut Self, key: &str, v: u32| {
             let n = NonZeroU32::new(v);
             if n.is_none() {

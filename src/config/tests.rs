@@ -922,7 +922,7 @@ fn default_tenant_must_name_a_configured_tenant() {
     // With no tenants at all.
     assert_paths(
         "[server]\ndefault_tenant = \"acme\"\n",
-        &["server.default_tenant"],
+        &["tenants", "server.default_tenant"],
     );
 }
 
@@ -993,6 +993,20 @@ GetTenant = { ttl_secs = 60 }
     assert_eq!(
         c.cache.fixed_ttl.get(&get_tenant.id),
         Some(&Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn burst_defaults_to_the_rate_given_next_to_it() {
+    let c = parse_ok(&with_tenant("[rate_limit]\nrequests_per_second = 100\n"));
+    assert_eq!(c.rate_limit.default.burst.get(), 100);
+    let c = parse_ok(&with_tenant("[rate_limit]\nburst = 7\n"));
+    assert_eq!(
+        (
+            c.rate_limit.default.requests_per_second.get(),
+            c.rate_limit.default.burst.get()
+        ),
+        (10, 7)
     );
 }
 
@@ -1243,6 +1257,18 @@ fn partner_section() {
         &with_tenant("[partner]\napi_key = { env = \"UNSET_PARTNER_KEY\" }\n"),
         &["partner.api_key.env"],
     );
+}
+
+#[test]
+fn a_config_without_any_key_is_refused() {
+    for text in [
+        "",
+        "[server]\nlisten = \"127.0.0.1:8080\"\n",
+        "tenants = []\n",
+    ] {
+        let got = assert_paths(text, &["tenants"]);
+        assert!(got[0].contains("at least one key"), "{got:?}");
+    }
 }
 
 #[test]
