@@ -1,5 +1,8 @@
-//! Log set-up: JSON lines (default) or human text, to stderr, filtered by `RUST_LOG` (EnvFilter
-//! syntax, default `info`). Standard output stays free for command output (`check`, `demo`).
+//! Log set-up: JSON lines (default, [`json`]) or human text, to stderr, filtered by `RUST_LOG`
+//! (EnvFilter syntax, default `info`). Standard output stays free for command output (`check`,
+//! `demo`).
+
+mod json;
 
 use std::io::IsTerminal;
 
@@ -28,12 +31,7 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
     };
     result.map_err(|e| e.to_string())

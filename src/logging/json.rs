@@ -1,0 +1,268 @@
+//! A fast JSON-lines event formatter: one object per event with `timestamp` (RFC 3339, UTC,
+//! microseconds), `level`, the event's fields flattened at the top level (`message` included)
+//! and `target`. It writes straight into the subscriber's per-event buffer: no map, no
+//! intermediate strings, no timestamp library. The access log runs through it once per request,
+//! so its cost is part of every request's cost.
+
+use std::fmt::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The formatter (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        write_timestamp(&mut writer, SystemTime::now())?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        let mut fields = Fields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        write_str(&mut writer, meta.target())?;
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes each field as `,"name":value`.
+struct Fields<'a, W: Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: Write> Fields<'_, W> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = (|| {
+                self.out.write_str(",\"")?;
+                Escaped(&mut *self.out).write_str(field.name())?;
+                self.out.write_str("\":")?;
+                value(self.out)
+            })();
+        }
+    }
+}
+
+impl<W: Write> Visit for Fields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |w| write_str(w, value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |w| {
+            if value.is_finite() {
+                write!(w, "{value}")
+            } else {
+                w.write_str("null")
+            }
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.field(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(&mut *w), "{value}")?;
+            w.write_char('"')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(&mut *w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// A JSON string literal.
+fn write_str<W: Write>(w: &mut W, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escaped(&mut *w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Escapes what it is given for the inside of a JSON string.
+struct Escaped<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
+/// `2026-11-26T23:03:31.704962Z`
+fn write_timestamp<W: Write>(w: &mut W, now: SystemTime) -> fmt::Result {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    write!(
+        w,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_the_calendar() {
+        let t = |secs: u64, micros: u32| {
+            let mut s = String::new();
+            write_timestamp(
+                &mut s,
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into()),
+            )
+            .expect("write");
+            s
+        };
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(t(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(t(1_795_734_211, 704_962), "2026-11-26T23:03:31.704962Z");
+        assert_eq!(t(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut s = String::new();
+        write_str(&mut s, "a\"b\\c\nd\u{1}é").expect("write");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+        assert_eq!(v, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_are_one_json_object_per_line() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let err = std::io::Error::other("boom \"quoted\"");
+            tracing::info!(
+                target: "access",
+                request_id = "r-1",
+                status = 200u16,
+                upstream_status = 0u16,
+                neg = -3i64,
+                ok = true,
+                duration_ms = 1.5f64,
+                nan = f64::NAN,
+                peer = %"127.0.0.1:1",
+                error = &err as &(dyn std::error::Error + 'static),
+                "request"
+            );
+            tracing::warn!(detail = ?vec!["x"], "second \"line\"");
+        });
+        let out = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf8");
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let a = &lines[0];
+        assert_eq!(a["message"], "request");
+        assert_eq!(a["level"], "INFO");
+        assert_eq!(a["target"], "access");
+        assert_eq!(a["request_id"], "r-1");
+        assert_eq!(a["status"], 200);
+        assert_eq!(a["neg"], -3);
+        assert_eq!(a["ok"], true);
+        assert_eq!(a["duration_ms"], 1.5);
+        assert!(a["nan"].is_null());
+        assert_eq!(a["peer"], "127.0.0.1:1");
+        assert_eq!(a["error"], "boom \"quoted\"");
+        assert!(a["timestamp"].as_str().expect("ts").ends_with('Z'));
+        assert_eq!(lines[1]["message"], "second \"line\"");
+        assert_eq!(lines[1]["detail"], "[\"x\"]");
+    }
+}
