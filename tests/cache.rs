@@ -7,18 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, Reply, SHOP_API, Setup};
+use common::{Harness, SHOP_API, Setup};
 use etelecom_gateway::mock::Behaviour;
 
 const PARTNER_INFO: &str = "/v1/partner.Etelecom/GetExtensionInfo";
 const EXTENSIONS: &str = "/v1/shop.Etelecom/GetExtensions";
 const BODY: &str = r#"{"extension_number":"101"}"#;
-
-fn x_cache(r: &Reply) -> &str {
-    r.headers
-        .get("x-cache")
-        .map_or("<none>", |v| v.to_str().unwrap())
-}
 
 fn rfc3339_in(secs: i64) -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
@@ -38,10 +32,10 @@ async fn with_cache(cache: &str) -> Harness {
 async fn miss_then_hit_with_age_and_one_upstream_call() {
     let h = Harness::start().await;
     let first = h.call(SHOP_API, Some("acme"), BODY).await;
-    assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
+    assert_eq!((first.status.as_u16(), first.x_cache()), (200, "MISS"));
     assert!(first.headers.get("age").is_none());
     let second = h.call(SHOP_API, Some("acme"), BODY).await;
-    assert_eq!((second.status.as_u16(), x_cache(&second)), (200, "HIT"));
+    assert_eq!((second.status.as_u16(), second.x_cache()), (200, "HIT"));
     assert_eq!(second.headers["age"], "0");
     assert_eq!(second.headers["content-type"], "application/json");
     assert_eq!(second.body, first.body);
@@ -55,7 +49,7 @@ async fn writes_and_uncached_reads_carry_no_x_cache() {
     let r = h
         .call("/v1/shop.Etelecom/ListCallLogs", Some("acme"), "{}")
         .await;
-    assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "<none>"));
+    assert_eq!((r.status.as_u16(), r.x_cache()), (200, "<none>"));
     let r = h
         .call(
             "/v1/partner.Etelecom/UpdateHotlineForExtension",
@@ -63,7 +57,7 @@ async fn writes_and_uncached_reads_carry_no_x_cache() {
             "{}",
         )
         .await;
-    assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "<none>"));
+    assert_eq!((r.status.as_u16(), r.x_cache()), (200, "<none>"));
 }
 
 #[tokio::test]
@@ -71,13 +65,19 @@ async fn entry_dies_at_expires_at_before_max_ttl() {
     let h = with_cache("max_ttl_secs = 300\nsafety_margin_secs = 1").await;
     h.mock.set_expires_at(Some(rfc3339_in(3)));
     let started = Instant::now();
-    assert_eq!(x_cache(&h.call(SHOP_API, Some("acme"), BODY).await), "MISS");
-    assert_eq!(x_cache(&h.call(SHOP_API, Some("acme"), BODY).await), "HIT");
+    assert_eq!(
+        (h.call(SHOP_API, Some("acme"), BODY).await).x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        (h.call(SHOP_API, Some("acme"), BODY).await).x_cache(),
+        "HIT"
+    );
     // Fresh until expires_at - 1 s (about 2 s from now): poll until the entry is gone.
     h.mock.set_expires_at(Some(rfc3339_in(3600)));
     loop {
         let r = h.call(SHOP_API, Some("acme"), BODY).await;
-        if x_cache(&r) == "MISS" {
+        if r.x_cache() == "MISS" {
             break;
         }
         assert!(
@@ -104,7 +104,7 @@ async fn zero_past_and_missing_expires_at_are_not_cached() {
         let before = h.mock.request_count();
         for _ in 0..2 {
             let r = h.call(SHOP_API, Some("acme"), BODY).await;
-            assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "MISS"), "{exp:?}");
+            assert_eq!((r.status.as_u16(), r.x_cache()), (200, "MISS"), "{exp:?}");
         }
         assert_eq!(h.mock.request_count(), before + 2, "{exp:?}");
     }
@@ -114,17 +114,17 @@ async fn zero_past_and_missing_expires_at_are_not_cached() {
 async fn list_entries_live_until_their_earliest_item() {
     let h = Harness::start().await;
     let r = h.call(EXTENSIONS, Some("acme"), "{}").await;
-    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(r.x_cache(), "MISS");
     assert!(!r.json()["extensions"].as_array().unwrap().is_empty());
     assert_eq!(
-        x_cache(&h.call(EXTENSIONS, Some("acme"), "{}").await),
+        (h.call(EXTENSIONS, Some("acme"), "{}").await).x_cache(),
         "HIT"
     );
     h.mock.set_expires_at(Some("0001-01-01T00:00:00Z".into()));
     let r = h.call(EXTENSIONS, Some("globex"), "{}").await;
-    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(r.x_cache(), "MISS");
     assert_eq!(
-        x_cache(&h.call(EXTENSIONS, Some("globex"), "{}").await),
+        (h.call(EXTENSIONS, Some("globex"), "{}").await).x_cache(),
         "MISS"
     );
 }
@@ -141,10 +141,10 @@ async fn errors_are_never_cached() {
                 &[("x-mock-behaviour", "status=500")],
             )
             .await;
-        assert_eq!((r.status.as_u16(), x_cache(&r)), (500, "MISS"));
+        assert_eq!((r.status.as_u16(), r.x_cache()), (500, "MISS"));
     }
     let r = h.call(SHOP_API, Some("acme"), BODY).await;
-    assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "MISS"));
+    assert_eq!((r.status.as_u16(), r.x_cache()), (200, "MISS"));
     assert_eq!(h.mock.request_count(), 3);
 }
 
@@ -153,18 +153,18 @@ async fn tenants_never_share_entries() {
     let h = Harness::start().await;
     let acme = h.call(SHOP_API, Some("acme"), BODY).await;
     let globex = h.call(SHOP_API, Some("globex"), BODY).await;
-    assert_eq!(x_cache(&globex), "MISS");
+    assert_eq!(globex.x_cache(), "MISS");
     assert_ne!(acme.json()["tenant_domain"], globex.json()["tenant_domain"]);
     assert_ne!(
         acme.json()["extension_password"],
         globex.json()["extension_password"]
     );
     let globex_again = h.call(SHOP_API, Some("globex"), BODY).await;
-    assert_eq!(x_cache(&globex_again), "HIT");
+    assert_eq!(globex_again.x_cache(), "HIT");
     assert_eq!(globex_again.body, globex.body);
     // The shop path and the partner path of one tenant use different keys: separate entries.
     assert_eq!(
-        x_cache(&h.call(PARTNER_INFO, Some("acme"), BODY).await),
+        (h.call(PARTNER_INFO, Some("acme"), BODY).await).x_cache(),
         "MISS"
     );
 }
@@ -179,7 +179,7 @@ async fn key_order_and_whitespace_share_an_entry() {
             r#"{"extension_number":"101","email":"a@b.vn"}"#,
         )
         .await;
-    assert_eq!(x_cache(&a), "MISS");
+    assert_eq!(a.x_cache(), "MISS");
     let b = h
         .call(
             SHOP_API,
@@ -187,7 +187,7 @@ async fn key_order_and_whitespace_share_an_entry() {
             "{ \"email\" : \"a@b.vn\",\n  \"extension_number\": \"101\" }",
         )
         .await;
-    assert_eq!(x_cache(&b), "HIT");
+    assert_eq!(b.x_cache(), "HIT");
     let c = h
         .call(
             SHOP_API,
@@ -195,7 +195,7 @@ async fn key_order_and_whitespace_share_an_entry() {
             r#"{"extension_number":"102","email":"a@b.vn"}"#,
         )
         .await;
-    assert_eq!(x_cache(&c), "MISS");
+    assert_eq!(c.x_cache(), "MISS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,7 @@ async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
         replies.push(t.await.unwrap());
     }
     assert_eq!(h.mock.request_count(), 1);
-    let misses = replies.iter().filter(|r| x_cache(r) == "MISS").count();
+    let misses = replies.iter().filter(|r| r.x_cache() == "MISS").count();
     assert_eq!(misses, 1);
     for r in &replies {
         assert_eq!(r.status, 200);
@@ -227,7 +227,7 @@ async fn a_write_invalidates_the_reads_it_names_for_that_tenant_only() {
     let h = Harness::start().await;
     for t in ["acme", "globex"] {
         h.call(SHOP_API, Some(t), BODY).await;
-        assert_eq!(x_cache(&h.call(SHOP_API, Some(t), BODY).await), "HIT");
+        assert_eq!((h.call(SHOP_API, Some(t), BODY).await).x_cache(), "HIT");
     }
     h.call(PARTNER_INFO, Some("acme"), BODY).await;
     let w = h
@@ -239,13 +239,16 @@ async fn a_write_invalidates_the_reads_it_names_for_that_tenant_only() {
         .await;
     assert_eq!(w.status, 200);
     // Both path twins of acme's reads are gone; globex's stay.
-    assert_eq!(x_cache(&h.call(SHOP_API, Some("acme"), BODY).await), "MISS");
     assert_eq!(
-        x_cache(&h.call(PARTNER_INFO, Some("acme"), BODY).await),
+        (h.call(SHOP_API, Some("acme"), BODY).await).x_cache(),
         "MISS"
     );
     assert_eq!(
-        x_cache(&h.call(SHOP_API, Some("globex"), BODY).await),
+        (h.call(PARTNER_INFO, Some("acme"), BODY).await).x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        (h.call(SHOP_API, Some("globex"), BODY).await).x_cache(),
         "HIT"
     );
 }
@@ -262,7 +265,10 @@ async fn a_failed_write_invalidates_nothing() {
         )
         .await;
     assert_eq!(w.status, 400);
-    assert_eq!(x_cache(&h.call(SHOP_API, Some("acme"), BODY).await), "HIT");
+    assert_eq!(
+        (h.call(SHOP_API, Some("acme"), BODY).await).x_cache(),
+        "HIT"
+    );
 }
 
 #[tokio::test]
@@ -277,9 +283,12 @@ async fn no_cache_refreshes_and_no_store_stores_nothing() {
             &[("cache-control", "no-cache")],
         )
         .await;
-    assert_eq!(x_cache(&r), "BYPASS");
+    assert_eq!(r.x_cache(), "BYPASS");
     assert_eq!(h.mock.request_count(), 2);
-    assert_eq!(x_cache(&h.call(SHOP_API, Some("acme"), BODY).await), "HIT");
+    assert_eq!(
+        (h.call(SHOP_API, Some("acme"), BODY).await).x_cache(),
+        "HIT"
+    );
 
     let other = r#"{"extension_number":"999"}"#;
     let r = h
@@ -290,9 +299,9 @@ async fn no_cache_refreshes_and_no_store_stores_nothing() {
             &[("cache-control", "no-store")],
         )
         .await;
-    assert_eq!(x_cache(&r), "BYPASS");
+    assert_eq!(r.x_cache(), "BYPASS");
     assert_eq!(
-        x_cache(&h.call(SHOP_API, Some("acme"), other).await),
+        (h.call(SHOP_API, Some("acme"), other).await).x_cache(),
         "MISS"
     );
     assert_eq!(h.mock.request_count(), 4);
@@ -306,7 +315,7 @@ async fn stale_if_error_serves_a_recently_expired_entry() {
     let started = Instant::now();
     loop {
         let r = h.call(SHOP_API, Some("acme"), BODY).await;
-        match x_cache(&r) {
+        match r.x_cache() {
             "HIT" => {}
             "STALE" => {
                 assert_eq!(r.status, 200);
@@ -322,7 +331,7 @@ async fn stale_if_error_serves_a_recently_expired_entry() {
     // Upstream down altogether (timeouts/connect errors) is served stale too.
     h.mock.set_behaviour(Behaviour::Reset);
     let r = h.call(SHOP_API, Some("acme"), BODY).await;
-    assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "STALE"));
+    assert_eq!((r.status.as_u16(), r.x_cache()), (200, "STALE"));
 }
 
 #[tokio::test]
@@ -335,7 +344,7 @@ async fn stale_is_never_served_past_its_window_or_expires_at() {
     loop {
         let r = h.call(SHOP_API, Some("acme"), BODY).await;
         if r.status == 503 {
-            assert_eq!(x_cache(&r), "MISS");
+            assert_eq!(r.x_cache(), "MISS");
             break;
         }
         assert!(
@@ -370,11 +379,11 @@ async fn stale_is_never_served_past_its_window_or_expires_at() {
 async fn fixed_ttl_methods_are_cached_when_configured() {
     let h = with_cache("[cache.methods]\nGetTenant = { ttl_secs = 60 }").await;
     let path = "/v1/partner.Etelecom/GetTenant";
-    assert_eq!(x_cache(&h.call(path, Some("acme"), "{}").await), "MISS");
-    assert_eq!(x_cache(&h.call(path, Some("acme"), "{}").await), "HIT");
+    assert_eq!((h.call(path, Some("acme"), "{}").await).x_cache(), "MISS");
+    assert_eq!((h.call(path, Some("acme"), "{}").await).x_cache(), "HIT");
     let plain = Harness::start().await;
     assert_eq!(
-        x_cache(&plain.call(path, Some("acme"), "{}").await),
+        (plain.call(path, Some("acme"), "{}").await).x_cache(),
         "<none>"
     );
 }

@@ -4,17 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use common::proc::{BIN, Gateway, Proc, START};
+use common::{post_with, write};
 use etelecom_gateway::config::Config;
-use etelecom_gateway::mock::{MockAccounts, MockOptions, MockShop, MockUpstream};
+use etelecom_gateway::mock::{MockAccounts, MockShop};
 use etelecom_gateway::secret::SecretSource;
-
-const BIN: &str = env!("CARGO_BIN_EXE_etelecom-gateway");
 
 /// Answers every env var and every secret file with a dummy key of the right shape.
 struct FakeSecrets;
@@ -60,12 +57,6 @@ fn every_file_in_config_loads() {
         "expected the example configs in {}",
         dir.display()
     );
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 #[test]
@@ -162,82 +153,6 @@ fn serve_refuses_a_bad_config_with_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
 
-/// A running gateway process; killed on drop.
-struct Proc {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Proc {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Reads output until a line contains `needle`; returns that line.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| {
-                    panic!("no line with {needle:?}; got:\n{}", self.log.join("\n"))
-                });
-            self.log.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Sends SIGINT and collects the rest of the output; returns the exit code.
-    fn interrupt(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.log.push(line);
-        }
-        status.code()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn listen_addr(line: &str) -> std::net::SocketAddr {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v["listen"].as_str().unwrap().parse().unwrap()
-}
-
 /// Canary keys and canary passwords through every flow at trace level: none may appear in any
 /// log line or in any error body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,15 +165,7 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
         }],
         partner_key: "9000:CANARY-partner-key".into(),
     };
-    let mock = MockUpstream::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        MockOptions {
-            accounts: accounts.clone(),
-            tls: true,
-        },
-    )
-    .await
-    .unwrap();
+    let mock = common::start_mock(accounts, true).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ca.pem", mock.ca_pem().unwrap());
     write(dir.path(), "shop.key", "shop1001:CANARY-shop-key\n");
@@ -288,32 +195,20 @@ shop_key = {{ file = "shop.key" }}
             mock.base_url()
         ),
     );
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "trace")
-        .env("CANARY_API_KEY", "1001:CANARY-api-key");
-    let mut gw = Proc::spawn(cmd);
-    let addr = listen_addr(&gw.wait_for("gateway listening"));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut gw = Gateway::start_with(
+        &cfg,
+        &[
+            ("RUST_LOG", "trace"),
+            ("CANARY_API_KEY", "1001:CANARY-api-key"),
+        ],
+    );
+    let client = common::client();
     let send = |path: &str, body: &str, extra: &[(&str, &str)]| {
-        let mut req = common::post(addr, path, Some("acme"), body);
-        for (k, v) in extra {
-            req.headers_mut().insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(v).unwrap(),
-            );
-        }
+        let req = post_with(gw.public, path, Some("acme"), body, extra);
         let client = client.clone();
         async move {
-            let resp = client.request(req).await.unwrap();
-            let status = resp.status();
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (status, String::from_utf8_lossy(&body).into_owned())
+            let r = common::send(&client, req).await;
+            (r.status, r.text())
         }
     };
     let caller = [
@@ -397,14 +292,14 @@ shop_key = {{ file = "shop.key" }}
         !passwords.is_empty(),
         "the flows returned extension passwords"
     );
-    assert_eq!(gw.interrupt(), Some(0));
-    let log = gw.log.join("\n");
+    assert_eq!(gw.proc.interrupt(), Some(0));
+    let log = gw.proc.log_text();
     assert!(
         log.contains("\"message\":\"request\""),
         "access log present"
     );
     assert!(log.contains("response body"), "debug body logging ran");
-    for line in &gw.log {
+    for line in &gw.proc.log {
         assert!(!line.contains("CANARY"), "log line leaks a canary: {line}");
         for p in &passwords {
             assert!(
@@ -440,7 +335,7 @@ async fn demo_runs_and_its_commands_work() {
     let mut cmd = Command::new(BIN);
     cmd.args(["demo", "--listen", "127.0.0.1:0"]);
     let mut demo = Proc::spawn(cmd);
-    demo.wait_for("Press Ctrl-C");
+    demo.wait_for(START, "Press Ctrl-C");
     let commands: Vec<String> = demo
         .log
         .iter()
@@ -448,16 +343,14 @@ async fn demo_runs_and_its_commands_work() {
         .cloned()
         .collect();
     assert_eq!(commands.len(), 5, "{:?}", demo.log);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let client = common::client();
     let mut statuses = Vec::new();
     for c in &commands {
-        let req = curl_to_request(c);
-        let resp = client.request(req).await.unwrap();
-        statuses.push(resp.status().as_u16());
+        let r = common::send(&client, curl_to_request(c)).await;
+        statuses.push(r.status.as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 403], "{commands:#?}");
-    assert_eq!(demo.interrupt(), Some(0), "{}", demo.log.join("\n"));
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.log_text());
 }
 
 /// Parses the demo's `curl -s -i -X POST URL -H 'k: v' ... -d 'body'` lines.

@@ -2,8 +2,10 @@
 //! plain HTTP/1.1 client. No fixed ports; the gateway stops when the harness is dropped.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proc;
+
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,10 +35,17 @@ pub struct Setup {
     pub extra: String,
     /// Override the upstream base URL (e.g. a closed port).
     pub base_url: Option<String>,
+    /// The `[shutdown]` section's body.
+    pub shutdown: String,
     /// Extra lines for the `acme` tenant.
     pub acme: String,
+    /// Extra lines for the `globex` tenant.
+    pub globex: String,
     /// Whether `[partner]` is configured.
     pub partner: bool,
+    /// The `[partner]` and `[[tenants]]` blocks in place of the default ones (then `acme`,
+    /// `globex` and `partner` do not apply).
+    pub tenants: Option<String>,
     /// The `[rate_limit]` section's body (generous by default so that only rate-limit tests
     /// meet the limit).
     pub rate_limit: String,
@@ -52,8 +61,11 @@ impl Default for Setup {
             upstream: "timeout_ms = 2000\nconnect_timeout_ms = 1000".into(),
             extra: String::new(),
             base_url: None,
+            shutdown: "drain_delay_secs = 0\ngrace_secs = 5".into(),
             acme: String::new(),
+            globex: String::new(),
             partner: true,
+            tenants: None,
             rate_limit: "requests_per_second = 10000\nburst = 10000".into(),
             cache: String::new(),
         }
@@ -72,14 +84,39 @@ pub struct Harness {
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
-/// The config text the harness uses: tenants `acme` (both keys) and `globex` (api_key only),
-/// and the partner key, all as `{ file = ... }` secrets in `dir`.
+/// The config text the harness uses: unless `setup.tenants` says otherwise, tenants `acme`
+/// (both keys) and `globex` (api_key only), and the partner key, all as `{ file = ... }` secrets
+/// in `dir` (see [`write_keys`]).
 pub fn config_text(setup: &Setup, base_url: &str) -> String {
     let ca = if setup.tls {
         "ca_file = \"ca.pem\"\n"
     } else {
         ""
     };
+    let tenants = setup.tenants.clone().unwrap_or_else(|| {
+        format!(
+            r#"
+{partner}
+[[tenants]]
+id = "acme"
+api_key = {{ file = "acme.api" }}
+shop_key = {{ file = "acme.shop" }}
+{acme}
+
+[[tenants]]
+id = "globex"
+api_key = {{ file = "globex.api" }}
+{globex}
+"#,
+            acme = setup.acme,
+            globex = setup.globex,
+            partner = if setup.partner {
+                "[partner]\napi_key = { file = \"partner.key\" }\n"
+            } else {
+                ""
+            },
+        )
+    });
     format!(
         r#"
 [server]
@@ -91,8 +128,7 @@ base_url = "{base_url}"
 {ca}{upstream}
 
 [shutdown]
-drain_delay_secs = 0
-grace_secs = 5
+{shutdown}
 
 [rate_limit]
 {rate_limit}
@@ -100,35 +136,29 @@ grace_secs = 5
 [cache]
 {cache}
 
-{partner}
-[[tenants]]
-id = "acme"
-api_key = {{ file = "acme.api" }}
-shop_key = {{ file = "acme.shop" }}
-{acme}
-
-[[tenants]]
-id = "globex"
-api_key = {{ file = "globex.api" }}
+{tenants}
 
 {extra}
 "#,
         server = setup.server,
         upstream = setup.upstream,
+        shutdown = setup.shutdown,
         extra = setup.extra,
-        acme = setup.acme,
         rate_limit = setup.rate_limit,
         cache = setup.cache,
-        partner = if setup.partner {
-            "[partner]\napi_key = { file = \"partner.key\" }\n"
-        } else {
-            ""
-        },
     )
 }
 
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The key files [`config_text`]'s default tenants read, with `accounts`' keys.
 pub fn write_keys(dir: &Path, accounts: &MockAccounts) {
-    let w = |n: &str, v: &str| std::fs::write(dir.join(n), format!("{v}\n")).unwrap();
+    let w = |n: &str, v: &str| write(dir, n, &format!("{v}\n"));
     w("partner.key", &accounts.partner_key);
     w("acme.api", &accounts.shops[0].api_key);
     w("acme.shop", &accounts.shops[0].shop_key);
@@ -142,19 +172,11 @@ impl Harness {
 
     pub async fn with(setup: Setup) -> Harness {
         let accounts = MockAccounts::demo();
-        let mock = MockUpstream::start(
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            MockOptions {
-                accounts: accounts.clone(),
-                tls: setup.tls,
-            },
-        )
-        .await
-        .unwrap();
+        let mock = start_mock(accounts.clone(), setup.tls).await;
         let dir = tempfile::tempdir().unwrap();
         write_keys(dir.path(), &accounts);
         if let Some(pem) = mock.ca_pem() {
-            std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+            write(dir.path(), "ca.pem", pem);
         }
         let base = setup.base_url.clone().unwrap_or_else(|| mock.base_url());
         let text = config_text(&setup, &base);
@@ -175,7 +197,7 @@ impl Harness {
             })
             .await
         });
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = client();
         Harness {
             mock,
             accounts,
@@ -200,15 +222,8 @@ impl Harness {
         body: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = Request::post(self.url(path)).header("content-type", "application/json");
-        if let Some(t) = tenant {
-            req = req.header("x-tenant-id", t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        self.send(req).await
+        self.send(post_with(self.addr, path, tenant, body, headers))
+            .await
     }
 
     /// POSTs `{}` to `path` for `tenant`, telling the mock eTelecom how to behave for this one
@@ -240,17 +255,7 @@ impl Harness {
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
-            .await
-            .expect("gateway answered in time")
-            .expect("gateway answered");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        send(&self.client, req).await
     }
 
     /// Stops the gateway and waits for it.
@@ -284,6 +289,18 @@ impl Reply {
             .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `x-cache` header; `<none>` when absent.
+    pub fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .map_or("<none>", |v| v.to_str().unwrap())
+    }
+
     /// Asserts a gateway error: status, code, `meta.source` and the request id echoed.
     pub fn assert_gateway_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
@@ -308,6 +325,46 @@ pub async fn spawn_gateway(text: &str, dir: &Path) -> SocketAddr {
     addr
 }
 
+/// Starts the mock eTelecom on a free port of 127.0.0.1.
+pub async fn start_mock(accounts: MockAccounts, tls: bool) -> MockUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    MockUpstream::start(listener, MockOptions { accounts, tls })
+        .await
+        .unwrap()
+}
+
+/// A plain HTTP/1.1 client that keeps connections alive.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends `req` with `client`; an error is a transport error (refused, reset, ...) or no answer
+/// within 20 s.
+pub async fn request(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .map_err(|_| "no answer within 20 s".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// [`request`], panicking on a transport error.
+pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    let what = format!("{} {}", req.method(), req.uri());
+    request(client, req)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// A POST of `body` to `path` on the gateway at `addr`.
 pub fn post(
     addr: SocketAddr,
@@ -315,10 +372,24 @@ pub fn post(
     tenant: Option<&str>,
     body: &str,
 ) -> Request<Full<Bytes>> {
+    post_with(addr, path, tenant, body, &[])
+}
+
+/// [`post`] with extra headers.
+pub fn post_with(
+    addr: SocketAddr,
+    path: &str,
+    tenant: Option<&str>,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
     let mut req =
         Request::post(format!("http://{addr}{path}")).header("content-type", "application/json");
     if let Some(t) = tenant {
         req = req.header("x-tenant-id", t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
 }
