@@ -244,10 +244,17 @@ enum ExpiresSetting {
     Fixed(String),
 }
 
+/// How many received requests are kept for [`MockUpstream::received`]: the most recent ones.
+/// Bounded so that a benchmark's millions of requests cannot exhaust memory; the count keeps
+/// counting them all.
+pub const RECORD_LIMIT: usize = 10_000;
+
 struct State {
     behaviour: Behaviour,
     expires: ExpiresSetting,
-    received: Vec<Received>,
+    received: std::collections::VecDeque<Received>,
+    /// Every API request received since the start or the last clear.
+    total: usize,
 }
 
 struct Shared {
@@ -265,10 +272,22 @@ impl Shared {
     fn record(&self, r: Received) {
         let n = {
             let mut st = self.lock();
-            st.received.push(r);
-            st.received.len()
+            if st.received.len() == RECORD_LIMIT {
+                st.received.pop_front();
+            }
+            st.received.push_back(r);
+            st.total += 1;
+            st.total
         };
         self.count.send_replace(n);
+    }
+
+    fn clear(&self) {
+        let mut st = self.lock();
+        st.received.clear();
+        st.total = 0;
+        drop(st);
+        self.count.send_replace(0);
     }
 
     fn expires_at(&self) -> Option<String> {
@@ -321,7 +340,8 @@ impl MockUpstream {
             state: Mutex::new(State {
                 behaviour: Behaviour::Normal,
                 expires: ExpiresSetting::Default,
-                received: Vec::new(),
+                received: std::collections::VecDeque::new(),
+                total: 0,
             }),
             count: watch::Sender::new(0),
         });
@@ -374,20 +394,19 @@ impl MockUpstream {
         &self.shared.accounts
     }
 
-    /// Every API request received so far, oldest first.
+    /// The API requests received so far (the last [`RECORD_LIMIT`]), oldest first.
     pub fn received(&self) -> Vec<Received> {
-        self.shared.lock().received.clone()
+        self.shared.lock().received.iter().cloned().collect()
     }
 
     /// Number of API requests received (control requests are not counted).
     pub fn request_count(&self) -> usize {
-        self.shared.lock().received.len()
+        self.shared.lock().total
     }
 
     /// Forgets the recorded requests (the count restarts at 0).
     pub fn clear_received(&self) {
-        self.shared.lock().received.clear();
-        self.shared.count.send_replace(0);
+        self.shared.clear();
     }
 
     /// Resolves once at least `n` API requests have been recorded.

@@ -16,12 +16,11 @@ pub(super) fn control(shared: &Shared, parts: &http::request::Parts, body: &[u8]
             Err(msg) => error_response(StatusCode::BAD_REQUEST, "invalid_argument", msg),
         },
         (&Method::GET, "/__mock/requests") => {
-            let n = shared.lock().received.len();
+            let n = shared.lock().total;
             json_response(StatusCode::OK, &json!({ "count": n }))
         }
         (&Method::DELETE, "/__mock/requests") => {
-            shared.lock().received.clear();
-            shared.count.send_replace(0);
+            shared.clear();
             json_response(StatusCode::OK, &json!({ "count": 0 }))
         }
         (m, p) => error_response(

@@ -329,3 +329,27 @@ fn days_from_now(rfc3339: &str) -> i64 {
         .expect("RFC 3339");
     (t - time::OffsetDateTime::now_utc()).whole_hours() / 24
 }
+
+#[tokio::test]
+async fn recording_keeps_the_most_recent_requests_and_counts_them_all() {
+    let mock = start(false).await;
+    let received = |i: usize| Received {
+        version: Version::HTTP_11,
+        method: Method::POST,
+        path: format!("/v1/shop.Misc/N{i}"),
+        uri: "/".parse().expect("uri"),
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        accepted_key: None,
+    };
+    for i in 0..RECORD_LIMIT + 5 {
+        mock.shared.record(received(i));
+    }
+    assert_eq!(mock.request_count(), RECORD_LIMIT + 5);
+    let kept = mock.received();
+    assert_eq!(kept.len(), RECORD_LIMIT);
+    assert_eq!(kept[0].path, "/v1/shop.Misc/N5");
+    mock.clear_received();
+    assert_eq!((mock.request_count(), mock.received().len()), (0, 0));
+    mock.shutdown().await;
+}
