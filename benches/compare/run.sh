@@ -1,0 +1,660 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of etelecom-gateway and NGINX doing the same job on this machine:
+# CPU time per request and memory of the proxy process under the same load, everything on
+# 127.0.0.1. See benches/compare/README.md for what is measured, how, and the caveats.
+#
+#   bash benches/compare/run.sh            # compare; writes benches/compare/results.md
+#   bash benches/compare/run.sh profile    # perf profiles of the proxies under the same load,
+#                                          # written to benches/compare/profile/ (no comparison)
+#
+# Environment (defaults in brackets):
+#   CONNS [32] connections, DURATION [10] seconds per measured run, WARMUP [2] seconds of
+#   unmeasured load before each case, RUNS [3] measured runs per case,
+#   VARIANTS ["gateway nginx gateway-nolog nginx-nolog"], PROXY_CPU [1] core of the proxy,
+#   LOAD_CPU [0] core of wrk and the mock eTelecom, RESULTS [benches/compare/results.md],
+#   PERF_FREQ [499] samples/s in profile mode, PERF_DATA_DIR [the temporary folder, removed at
+#   the end] where profile mode keeps its perf.data files.
+#
+# Installs what is missing from Debian (nginx, wrk; linux-perf for `profile`) when run as root,
+# builds with `cargo build --release --locked`, and cleans up every process and file it started
+# or wrote, apart from RESULTS (and the profile/ folder). Every load run is bounded in time
+# (wrk -d, under `timeout`); only loopback addresses are used.
+set -euo pipefail
+
+MODE=${1:-compare}
+case "$MODE" in
+compare | profile) ;;
+*)
+    echo "usage: $0 [compare|profile]" >&2
+    exit 2
+    ;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+HERE=benches/compare
+CONNS=${CONNS:-32}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+RUNS=${RUNS:-3}
+VARIANTS=${VARIANTS:-"gateway nginx gateway-nolog nginx-nolog"}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+RESULTS=${RESULTS:-$HERE/results.md}
+PERF_FREQ=${PERF_FREQ:-499}
+BIN=$ROOT/target/release/etelecom-gateway
+HZ=$(getconf CLK_TCK)
+# The mock's demo credentials (src/mock.rs, DEMO_ACME_API_KEY): a public test key.
+ACME_API_KEY=$(sed -n '/^pub const DEMO_ACME_API_KEY/,/;/p' src/mock.rs | grep -o '"[^"]*"' | tr -d '"')
+[[ $ACME_API_KEY == 1001:* ]] || {
+    echo "cannot read DEMO_ACME_API_KEY from src/mock.rs" >&2
+    exit 1
+}
+
+# The two cases: name, path, body.
+FORWARD_PATH=/v1/shop.Etelecom/ListCallLogs
+FORWARD_BODY='{}'
+HIT_PATH=/v1/shop.Etelecom/GetExtensionInfo
+HIT_BODY='{"extension_number":"101"}'
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# --- tools -------------------------------------------------------------------------------------
+
+nginx_bin() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
+
+install_missing() {
+    local need=()
+    [[ -n $(nginx_bin) ]] || need+=(nginx)
+    command -v wrk >/dev/null || need+=(wrk)
+    command -v curl >/dev/null || need+=(curl)
+    command -v jq >/dev/null || need+=(jq)
+    command -v ss >/dev/null || need+=(iproute2)
+    command -v taskset >/dev/null || need+=(util-linux)
+    [[ -x /usr/bin/time ]] || need+=(time)
+    if [[ $MODE == profile ]] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
+    ((${#need[@]} == 0)) && return 0
+    [[ $(id -u) == 0 ]] || die "missing ${need[*]}: run as root to install them (apt-get)"
+    log "installing from Debian: ${need[*]}"
+    apt-get update -qq
+    if [[ " ${need[*]} " == *" wrk "* ]] &&
+        apt-cache policy wrk | grep -q 'Candidate: (none)'; then
+        die "Debian has no wrk here; this script only drives wrk (see README: oha/hey not wired in)"
+    fi
+    # Never let the package start the distribution's nginx service (it would listen on :80).
+    local made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+    return 0
+}
+
+# --- processes ---------------------------------------------------------------------------------
+
+TMP=
+STARTED=() # pids this script started, stopped in reverse order on exit
+cleanup() {
+    local i
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${STARTED[i]}" 2>/dev/null || true
+    done
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        wait "${STARTED[i]}" 2>/dev/null || true
+    done
+    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop() { # pid: TERM, wait, forget
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    # A second signal makes the gateway exit at once instead of draining.
+    sleep 0.2
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for i in "${!STARTED[@]}"; do [[ ${STARTED[i]} == "$pid" ]] && unset 'STARTED[i]'; done
+    STARTED=("${STARTED[@]}")
+}
+
+USED_PORTS=" "
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        [[ -z $(ss -Htan "sport = :$p") ]] || continue
+        USED_PORTS+="$p "
+        echo "$p"
+        return
+    done
+}
+
+wait_for() { # pid description command...: retry for 10 s while pid lives
+    local pid=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || die "$what exited during start-up"
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "$what not ready after 10 s"
+}
+
+post() { # port path body [tenant]: prints the status code
+    local port=$1 path=$2 body=$3 tenant=${4:-acme}
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "http://127.0.0.1:$port$path" \
+        -H "x-tenant-id: $tenant" -H 'content-type: application/json' --data-raw "$body"
+}
+is_200() { [[ $(post "$@") == 200 ]]; }
+
+mock_count() { curl -s --max-time 5 "http://127.0.0.1:$MOCK_PORT/__mock/requests" | jq -r .count; }
+mock_clear() { curl -s --max-time 5 -o /dev/null -X DELETE "http://127.0.0.1:$MOCK_PORT/__mock/requests"; }
+
+start_mock() {
+    MOCK_PORT=$(free_port)
+    RUST_LOG=warn taskset -c "$LOAD_CPU" "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" \
+        >>"$TMP/logs/mock.log" 2>&1 &
+    MOCK_PID=$!
+    STARTED+=("$MOCK_PID")
+    wait_for "$MOCK_PID" "mock eTelecom" curl -sf --max-time 1 "http://127.0.0.1:$MOCK_PORT/__mock/requests"
+}
+
+# The gateway: RUST_LOG=info writes one JSON access line per request to stderr (unbuffered: one
+# write(2) each), appended to a file on tmpfs; RUST_LOG=warn writes none.
+start_gateway() { # RUST_LOG value
+    local level=$1
+    PORT=$(free_port)
+    mkdir -p "$TMP/gateway"
+    printf '%s' "$ACME_API_KEY" >"$TMP/gateway/acme.api"
+    chmod 600 "$TMP/gateway/acme.api"
+    cat >"$TMP/gateway/gateway.toml" <<EOF
+[server]
+listen = "127.0.0.1:$PORT"
+
+[upstream]
+base_url = "http://127.0.0.1:$MOCK_PORT"
+
+# Never limit during the benchmark.
+[rate_limit]
+requests_per_second = 1000000
+burst = 1000000
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[tenants]]
+id = "acme"
+api_key = { file = "acme.api" }
+EOF
+    ACCESS_LOG=$TMP/logs/gateway-access.log
+    : >"$ACCESS_LOG"
+    RUST_LOG=$level taskset -c "$PROXY_CPU" "$BIN" serve --config "$TMP/gateway/gateway.toml" \
+        >/dev/null 2>>"$ACCESS_LOG" &
+    PROXY_PID=$!
+    STARTED+=("$PROXY_PID")
+    wait_for "$PROXY_PID" gateway is_200 "$PORT" "$FORWARD_PATH" "$FORWARD_BODY"
+    # The admin listener is on 127.0.0.1:0; find its port among the process's listeners.
+    ADMIN_PORT=$(ss -Htlnp | grep "pid=$PROXY_PID," | awk '{print $4}' | sed 's/.*://' |
+        grep -vx "$PORT" | head -1)
+    [[ -n $ADMIN_PORT ]] || die "cannot find the gateway's admin port"
+}
+
+start_nginx() { # on|off: access log
+    local logging=$1 access
+    PORT=$(free_port)
+    rm -rf "$TMP/nginx"
+    mkdir -p "$TMP/nginx"/{cache,client_body,proxy,fastcgi,uwsgi,scgi}
+    ACCESS_LOG=$TMP/logs/nginx-access.log
+    : >"$ACCESS_LOG"
+    if [[ $logging == on ]]; then
+        access="access_log $ACCESS_LOG gateway_json;"
+    else
+        access="access_log off;"
+    fi
+    sed -e "s|@DIR@|$TMP|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" -e "s|@NGINX_PORT@|$PORT|g" \
+        -e "s|@ACME_API_KEY@|$ACME_API_KEY|g" -e "s|@ACCESS_LOG@|$access|g" \
+        "$HERE/nginx.conf.template" >"$TMP/nginx/nginx.conf"
+    "$NGINX" -t -q -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" ||
+        die "nginx -t refused the generated config"
+    taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
+        -e "$TMP/nginx/error.log" -g 'daemon off;' >>"$TMP/logs/nginx.out" 2>&1 &
+    PROXY_PID=$!
+    STARTED+=("$PROXY_PID")
+    wait_for "$PROXY_PID" nginx is_200 "$PORT" "$FORWARD_PATH" "$FORWARD_BODY"
+    ADMIN_PORT=
+}
+
+start_proxy() { # variant
+    case $1 in
+    gateway) start_gateway info ;;
+    gateway-nolog) start_gateway warn ;;
+    nginx) start_nginx on ;;
+    nginx-nolog) start_nginx off ;;
+    *) die "unknown variant $1" ;;
+    esac
+    # A cacheable read: the first call is a miss, the second must be a hit (X-Cache: HIT).
+    local h
+    h=$(curl -s -D - -o /dev/null --max-time 5 -X POST "http://127.0.0.1:$PORT$HIT_PATH" \
+        -H 'x-tenant-id: acme' -H 'content-type: application/json' --data-raw "$HIT_BODY")
+    h=$(curl -s -D - -o /dev/null --max-time 5 -X POST "http://127.0.0.1:$PORT$HIT_PATH" \
+        -H 'x-tenant-id: acme' -H 'content-type: application/json' --data-raw "$HIT_BODY")
+    grep -qi '^x-cache: HIT' <<<"$h" || die "$1: second $HIT_PATH was not a cache hit: $h"
+    [[ $(post "$PORT" "$HIT_PATH" "$HIT_BODY" nobody) == 403 ]] ||
+        die "$1: an unknown tenant was not refused"
+}
+
+# Every process of the proxy: the gateway, or NGINX's master and its children (worker, cache
+# manager, cache loader).
+proxy_pids() {
+    echo "$PROXY_PID"
+    ps -o pid= --ppid "$PROXY_PID" 2>/dev/null | tr -d ' ' || true
+}
+
+# Short name of a proxy process for the per-process memory column: gw, or NGINX's m (master),
+# w (worker), cm (cache manager), cl (cache loader: starts with NGINX and exits after about a minute;
+# left out of the memory sums so that every run is compared in the same steady state).
+proc_name() {
+    case $(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) in
+    *"master process"*) echo m ;;
+    *"worker process"*) echo w ;;
+    *"cache manager"*) echo cm ;;
+    *"cache loader"*) echo cl ;;
+    *) echo gw ;;
+    esac
+}
+
+ticks() { # pid: utime + stime in clock ticks (0 if gone)
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || {
+        echo 0
+        return
+    }
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $((${12} + ${13}))
+}
+
+status_kb() { # pid field: a /proc/<pid>/status field in kB
+    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+pss_kb() { awk '$1 == "Pss:" {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+
+core_busy() { # core ("" = all): "busy total" jiffies from /proc/stat
+    awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+
+# Waits (up to QUIET_WAIT seconds, default 900) until the machine is idle apart from this
+# script's idle processes: under 10% of one core busy over 2 s. Other work running at the same time
+# (a build, another benchmark) would be measured as the proxies' CPU or starve them.
+wait_quiet() {
+    local waited=0 a b busy
+    while :; do
+        a=$(core_busy "")
+        sleep 2
+        b=$(core_busy "")
+        busy=$(awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * n * (y[1] - x[1]) / (y[2] - x[2])}')
+        ((busy < 10)) && return 0
+        if ((waited >= ${QUIET_WAIT:-900})); then
+            log "warning: the machine is still busy (${busy}% of a core); measuring anyway"
+            return 0
+        fi
+        ((waited % 60 == 0)) && log "waiting for the machine to be idle (${busy}% of a core busy)"
+        waited=$((waited + 2))
+    done
+}
+
+# --- one load run ------------------------------------------------------------------------------
+
+wrk_script() { # file path body
+    cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.body = [[$3]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Tenant-Id"] = "acme"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+EOF
+}
+
+run_wrk() { # seconds path lua out: wrk's own CPU (user+sys seconds) goes to $4.time
+    timeout --kill-after=5 $(($1 + 30)) /usr/bin/time -f '%U %S' -o "$4.time" \
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$1s" \
+        --timeout 5s -s "$3" "http://127.0.0.1:$PORT$2" >"$4" 2>&1 ||
+        die "wrk failed: $(cat "$4")"
+}
+
+field() { grep -o "$1=[0-9]*" <<<"$2" | cut -d= -f2; }
+
+measure() { # variant case
+    local variant=$1 case=$2 path body lua out r
+    if [[ $case == forward ]]; then path=$FORWARD_PATH body=$FORWARD_BODY; else path=$HIT_PATH body=$HIT_BODY; fi
+    lua=$TMP/$case.lua
+    out=$TMP/wrk.out
+    wrk_script "$lua" "$path" "$body"
+    wait_quiet
+    log "$variant $case: warm-up ${WARMUP}s"
+    run_wrk "$WARMUP" "$path" "$lua" "$out"
+    local retries=0
+    for ((r = 1; r <= RUNS; r++)); do
+        mock_clear
+        : >"$ACCESS_LOG"
+        local pids=() before=() after=() p i
+        mapfile -t pids < <(proxy_pids)
+        for p in "${pids[@]}"; do before+=("$(ticks "$p")"); done
+        local c0 c1 call mock0 mock1
+        c0=$(core_busy "$PROXY_CPU")
+        c1=$(core_busy "$LOAD_CPU")
+        call=$(core_busy "")
+        mock0=$(ticks "$MOCK_PID")
+        run_wrk "$DURATION" "$path" "$lua" "$out"
+        local c0b c1b callb
+        c0b=$(core_busy "$PROXY_CPU")
+        c1b=$(core_busy "$LOAD_CPU")
+        callb=$(core_busy "")
+        mock1=$(ticks "$MOCK_PID")
+        local cpu_ticks=0
+        for i in "${!pids[@]}"; do
+            after[i]=$(ticks "${pids[i]}")
+            ((after[i] >= before[i])) && cpu_ticks=$((cpu_ticks + after[i] - before[i]))
+        done
+        local rss=0 hwm=0 pss=0 each='' name
+        mapfile -t pids < <(proxy_pids)
+        for p in "${pids[@]}"; do
+            name=$(proc_name "$p")
+            [[ $name == cl ]] && continue
+            each+=${each:+ + }$name:$(awk -v k="$(status_kb "$p" VmRSS)" 'BEGIN {printf "%.1f", k / 1024}')
+            rss=$((rss + $(status_kb "$p" VmRSS)))
+            hwm=$((hwm + $(status_kb "$p" VmHWM)))
+            pss=$((pss + $(pss_kb "$p")))
+        done
+        local res
+        res=$(grep '^RESULT' "$out") || die "no wrk summary: $(cat "$out")"
+        local reqs dur_us bytes errs p50 p99 upstream
+        reqs=$(field requests "$res")
+        dur_us=$(field duration_us "$res")
+        bytes=$(field bytes "$res")
+        errs=$(($(field connect "$res") + $(field read "$res") + $(field write "$res") + $(field status "$res") + $(field timeout "$res")))
+        p50=$(field p50_us "$res")
+        p99=$(field p99_us "$res")
+        upstream=$(mock_count)
+        ((reqs > 0)) || die "$variant $case: no request completed"
+        ((errs == 0)) || die "$variant $case: $errs errors or non-2xx answers: $res"
+        # Every answer was a 200: wrk counts a status >= 400 as an error (checked above) and the
+        # access log, when there is one, has one line per request, all with status 200.
+        local logged=- non200=- hits=-
+        if [[ -s $ACCESS_LOG ]]; then
+            logged=$(grep -c '"message":"request"' "$ACCESS_LOG" || true)
+            # 499 (NGINX): a request still in flight when wrk closed its connections at the end.
+            local cut
+            cut=$(grep -c '"status":499' "$ACCESS_LOG" || true)
+            ((cut <= CONNS)) || die "$variant $case: $cut requests cut short (499)"
+            non200=$(grep '"message":"request"' "$ACCESS_LOG" | grep -v '"status":499' | grep -vc '"status":200' || true)
+            hits=$(grep -c '"cache":"HIT"' "$ACCESS_LOG" || true)
+            ((non200 == 0)) || die "$variant $case: $non200 access-log lines without status 200, e.g. $(grep '"message":"request"' "$ACCESS_LOG" | grep -v '"status":200' | head -3)"
+            ((logged >= reqs)) || die "$variant $case: $logged access-log lines for $reqs requests"
+        fi
+        if [[ $case == forward ]]; then
+            # Each request went to the mock (up to CONNS were still in flight when wrk stopped).
+            ((upstream >= reqs && upstream <= reqs + CONNS)) ||
+                die "$variant forward: the mock saw $upstream requests for $reqs"
+        else
+            ((upstream <= 2)) || die "$variant hit: the mock saw $upstream requests (not hits)"
+            if [[ $hits != - ]]; then ((hits >= reqs)) || die "$variant hit: only $hits HIT lines"; fi
+        fi
+        if [[ -n $ADMIN_PORT ]]; then
+            # The gateway's own count of answers that were not 200 (whole process lifetime).
+            local bad
+            bad=$(curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+                awk '/^etelecom_gateway_requests_total\{/ && !/status="200"/ && !/tenant="nobody"/ && !/status="403"/ {s += $NF} END {print s + 0}')
+            [[ $bad == 0 ]] || die "$variant $case: gateway metrics count $bad answers that were not 200"
+        fi
+        # CPU that was neither the proxy, the mock nor wrk (other processes on the machine, and
+        # interrupt time not charged to a process), as % of one core: a disturbed run shows here.
+        local other wrk_cpu
+        wrk_cpu=$(awk '{print $1 + $2}' "$out.time")
+        other=$(awk -v a="$call" -v b="$callb" -v p="$cpu_ticks" -v m="$((mock1 - mock0))" -v w="$wrk_cpu" \
+            -v hz="$HZ" -v d="$DURATION" \
+            'BEGIN {split(a, x, " "); split(b, y, " "); o = (y[1] - x[1] - p - m) / hz - w; if (o < 0) o = 0; printf "%.0f", 100 * o / d}')
+        local busy_proxy busy_load
+        busy_proxy=$(awk -v a="$c0" -v b="$c0b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}')
+        busy_load=$(awk -v a="$c1" -v b="$c1b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}')
+        # variant case run requests rps cpu_s us_per_req p50_ms p99_ms rss hwm pss upstream
+        # bytes_per_resp core_proxy% core_load% procs rss_each other%
+        awk -v v="$variant" -v c="$case" -v r="$r" -v n="$reqs" -v d="$dur_us" -v t="$cpu_ticks" \
+            -v hz="$HZ" -v p50="$p50" -v p99="$p99" -v rss="$rss" -v hwm="$hwm" -v pss="$pss" \
+            -v up="$upstream" -v by="$bytes" -v bp="$busy_proxy" -v bl="$busy_load" -v np="${#pids[@]}" -v each="$each" -v other="$other" \
+            'BEGIN {
+                printf "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%d\t%.0f\t%d\t%d\t%d\t%s\t%d\n",
+                    v, c, r, n, n / (d / 1e6), t / hz, t / hz / n * 1e6, p50 / 1000, p99 / 1000,
+                    rss / 1024, hwm / 1024, pss / 1024, up, by / n, bp, bl, np, each, other
+            }' >>"$TMP/rows.tsv"
+        log "$(tail -1 "$TMP/rows.tsv" | awk -F'\t' '{printf "%s %s run %s: %d req, %.0f req/s, %s cpu s, %s us/req, p50 %s ms, p99 %s ms, RSS %s MiB, PSS %s MiB, proxy core %s%%, load core %s%%, other %s%%", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $15, $16, $19}')"
+        # A run disturbed by other work on the machine is measured again (MAX_OTHER, default 10%
+        # of a core; up to MAX_RETRIES, default 5, per case); if it still is, it stays, flagged.
+        if ((other >= ${MAX_OTHER:-10} && retries < ${MAX_RETRIES:-5})); then
+            retries=$((retries + 1))
+            log "run disturbed (${other}% of a core used by other work): discarded, measuring again"
+            sed -i '$d' "$TMP/rows.tsv"
+            r=$((r - 1))
+            wait_quiet
+        fi
+    done
+}
+
+# --- profile mode ------------------------------------------------------------------------------
+
+profile_variant() { # variant
+    local variant=$1 case path body lua out data base i
+    mkdir -p "$HERE/profile"
+    # Syscalls counted with perf stat (tracepoints that exist on this kernel).
+    local events=raw_syscalls:sys_enter,context-switches,cpu-migrations sc
+    perf list 2>/dev/null >"$TMP/perf-list.txt" || true
+    for sc in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait \
+        epoll_ctl futex accept4 close openat newfstatat fstat pread64 sched_yield clock_gettime; do
+        if grep -q "syscalls:sys_enter_$sc " "$TMP/perf-list.txt"; then events+=",syscalls:sys_enter_$sc"; fi
+    done
+    for case in forward hit; do
+        if [[ $case == forward ]]; then path=$FORWARD_PATH body=$FORWARD_BODY; else path=$HIT_PATH body=$HIT_BODY; fi
+        lua=$TMP/$case.lua
+        out=$TMP/wrk.out
+        data=${PERF_DATA_DIR:-$TMP}/perf-$variant-$case.data
+        base=$HERE/profile/$variant-$case
+        wrk_script "$lua" "$path" "$body"
+        wait_quiet
+        run_wrk "$WARMUP" "$path" "$lua" "$out"
+        local pids
+        pids=$(proxy_pids | paste -sd, -)
+
+        # 1. System calls and context switches per request.
+        log "$variant $case: perf stat (system calls) for ${DURATION}s"
+        taskset -c "$LOAD_CPU" perf stat -x, -e "$events" -p "$pids" -o "$TMP/stat.csv" \
+            -- sleep "$((DURATION + 1))" 2>>"$TMP/logs/perf.log" &
+        local perf_pid=$!
+        STARTED+=("$perf_pid")
+        sleep 0.5
+        run_wrk "$DURATION" "$path" "$lua" "$out"
+        wait "$perf_pid" || true
+        for i in "${!STARTED[@]}"; do [[ ${STARTED[i]} == "$perf_pid" ]] && unset 'STARTED[i]'; done
+        STARTED=("${STARTED[@]}")
+        local reqs
+        reqs=$(field requests "$(grep '^RESULT' "$out")")
+        {
+            echo "# $variant, $case ($path): per request, over a ${DURATION}s wrk -c$CONNS run ($reqs requests; perf stat counted for $((DURATION + 1))s, so the idle second adds a little)"
+            awk -F, -v n="$reqs" '$1 ~ /^[0-9]+$/ {printf "%10.3f  %s\n", $1 / n, $3}' "$TMP/stat.csv"
+        } >"$base.syscalls.txt"
+
+        # 2. CPU profile (cpu-clock samples, DWARF call chains), with the CPU time it covered.
+        log "$variant $case: perf record (cpu-clock, ${PERF_FREQ} Hz, dwarf call graphs) for ${DURATION}s"
+        local p t0=0 t1=0
+        for p in ${pids//,/ }; do t0=$((t0 + $(ticks "$p"))); done
+        taskset -c "$LOAD_CPU" perf record -q -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,32768 \
+            -p "$pids" -o "$data" -- sleep "$DURATION" 2>>"$TMP/logs/perf.log" &
+        perf_pid=$!
+        STARTED+=("$perf_pid")
+        run_wrk "$DURATION" "$path" "$lua" "$out"
+        wait "$perf_pid" || true
+        for p in ${pids//,/ }; do t1=$((t1 + $(ticks "$p"))); done
+        for i in "${!STARTED[@]}"; do [[ ${STARTED[i]} == "$perf_pid" ]] && unset 'STARTED[i]'; done
+        STARTED=("${STARTED[@]}")
+        reqs=$(field requests "$(grep '^RESULT' "$out")")
+        local cpu_s
+        cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}')
+        log "$variant $case: reporting ($reqs requests, $cpu_s CPU s under perf)"
+        {
+            echo "# $variant, $case ($path), wrk -c$CONNS -d${DURATION}s under perf record: $reqs requests, $cpu_s CPU seconds"
+            echo "# (perf's sampling adds a little CPU; µs/request here are shares of that CPU time)"
+            if command -v python3 >/dev/null; then
+                perf script -i "$data" 2>/dev/null | python3 "$HERE/perf_buckets.py" "$reqs" "$cpu_s"
+            else
+                echo "(python3 not found: no bucket summary)"
+            fi
+        } >"$base.buckets.md"
+        {
+            echo "# $variant, $case: self time by symbol (perf report --no-children --sort dso,symbol), >= 0.3%"
+            perf report -i "$data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.3 2>/dev/null |
+                grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | cut -c1-220
+        } >"$base.self.txt"
+        {
+            echo "# $variant, $case: inclusive time by symbol (perf report --children --sort symbol), >= 1%"
+            perf report -i "$data" --stdio --children --sort symbol -g none --percent-limit 1 2>/dev/null |
+                grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | cut -c1-220
+        } >"$base.children.txt"
+        log "wrote $base.{syscalls,buckets,self,children}.*"
+    done
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+install_missing
+NGINX=$(nginx_bin)
+log "building: cargo build --release --locked"
+cargo build --release --locked 2>&1 | tail -1 >&2
+
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+    TMP=$(mktemp -d /dev/shm/etelecom-compare.XXXXXX)
+else
+    TMP=$(mktemp -d)
+fi
+mkdir -p "$TMP/logs"
+: >"$TMP/rows.tsv"
+
+start_mock
+log "mock eTelecom on 127.0.0.1:$MOCK_PORT (core $LOAD_CPU); temporary folder $TMP"
+
+for variant in $VARIANTS; do
+    wait_quiet
+    start_proxy "$variant"
+    log "$variant on 127.0.0.1:$PORT (core $PROXY_CPU), pids $(proxy_pids | paste -sd' ' -)"
+    if [[ $MODE == profile ]]; then
+        profile_variant "$variant"
+    else
+        measure "$variant" forward
+        measure "$variant" hit
+    fi
+    stop "$PROXY_PID"
+done
+[[ $MODE == profile ]] && exit 0
+
+# --- report ------------------------------------------------------------------------------------
+
+NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
+# GATEWAY_COMMIT names the source when it is not a git checkout (e.g. an exported commit).
+GATEWAY_VERSION="$("$BIN" --version), commit ${GATEWAY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+if git rev-parse --git-dir >/dev/null 2>&1 && [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock) ]]; then
+    GATEWAY_VERSION+=" (with uncommitted changes in src/ or Cargo.*)"
+fi
+WRK_VERSION=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2, $3}' || true)
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+
+median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+col() { # variant case column -> values
+    awk -F'\t' -v v="$1" -v c="$2" -v k="$3" '$1 == v && $2 == c {print $k}' "$TMP/rows.tsv"
+}
+stat_of() { # variant case column: "median (min–max)"
+    local vals
+    vals=$(col "$1" "$2" "$3")
+    [[ -n $vals ]] || {
+        echo "-"
+        return
+    }
+    printf '%s (%s–%s)' "$(median <<<"$vals")" "$(sort -g <<<"$vals" | head -1)" "$(sort -g <<<"$vals" | tail -1)"
+}
+med() { col "$1" "$2" "$3" | median; }
+
+{
+    echo "# etelecom-gateway vs NGINX: CPU per request and memory"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- Machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
+    echo "- Versions: $GATEWAY_VERSION (release build); nginx $NGINX_VERSION; $WRK_VERSION"
+    echo "- Command: \`CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS bash benches/compare/run.sh\`"
+    echo "- Load: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, POST with x-tenant-id: acme; wrk and the mock eTelecom on core $LOAD_CPU, the proxy on core $PROXY_CPU (taskset)"
+    echo "- forward: \`$FORWARD_PATH\` \`$FORWARD_BODY\` (not cached, every request goes to the mock); hit: \`$HIT_PATH\` \`$HIT_BODY\` (served from the proxy's cache)"
+    echo "- \`gateway\`: RUST_LOG=info, JSON access log appended to a file on tmpfs; \`gateway-nolog\`: RUST_LOG=warn. \`nginx\`: one worker, JSON access log (same fields) to a file on tmpfs, unbuffered; \`nginx-nolog\`: access_log off"
+    echo "- CPU = utime+stime of the proxy's processes (/proc/<pid>/stat; NGINX: master + worker + cache manager/loader) over the run, per completed request; memory (VmRSS, VmHWM, PSS) after the run, NGINX summed over master + worker + cache manager"
+    echo "- proxy core / load core: how busy cores $PROXY_CPU and $LOAD_CPU were (/proc/stat). A proxy core under ~95% means the load side (wrk + mock) was the bottleneck: then req/s and latency describe the load side, not the proxy, and only CPU µs/request and memory compare the proxies"
+    echo "- other CPU: CPU used during the run by anything but the proxy, the mock and wrk (other processes, unattributed kernel work), % of one core; runs at ${MAX_OTHER:-10}% or more are measured again"
+    echo
+    echo "## Medians over $RUNS runs (min–max)"
+    echo
+    echo "| proxy | case | CPU µs/request | requests/s | p50 ms | p99 ms | RSS MiB | peak RSS (VmHWM) MiB | PSS MiB | proxy core busy % |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    for v in $VARIANTS; do
+        for c in forward hit; do
+            echo "| $v | $c | $(stat_of "$v" "$c" 7) | $(stat_of "$v" "$c" 5) | $(stat_of "$v" "$c" 8) | $(stat_of "$v" "$c" 9) | $(stat_of "$v" "$c" 10) | $(stat_of "$v" "$c" 11) | $(stat_of "$v" "$c" 12) | $(stat_of "$v" "$c" 15) |"
+        done
+    done
+    echo
+    disturbed=$(awk -F'\t' '$19 >= 10' "$TMP/rows.tsv" | wc -l)
+    if ((disturbed > 0)); then
+        echo "**Warning: $disturbed run(s) had 10% or more of a core used by something else (column \"other CPU %\" below); their figures are suspect.**"
+        echo
+    fi
+    echo "## The bar (medians)"
+    echo
+    echo "| comparison | gateway | NGINX | ratio | bar | met? |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    for pair in "gateway nginx" "gateway-nolog nginx-nolog"; do
+        read -r g n <<<"$pair"
+        [[ " $VARIANTS " == *" $g "* && " $VARIANTS " == *" $n "* ]] || continue
+        for c in forward hit; do
+            local_g=$(med "$g" "$c" 7)
+            local_n=$(med "$n" "$c" 7)
+            if [[ $c == forward ]]; then limit=1; bar="< 1× NGINX"; else limit=0.5; bar="< 0.5× NGINX"; fi
+            awk -v g="$local_g" -v n="$local_n" -v l="$limit" -v what="$g vs $n, $c, CPU µs/request" -v bar="$bar" \
+                'BEGIN {printf "| %s | %.2f | %.2f | %.2f | %s | %s |\n", what, g, n, g / n, bar, (g < l * n ? "yes" : "**no**")}'
+        done
+        for k in 10:RSS 11:"peak RSS" 12:PSS; do
+            col_=${k%%:*}
+            name=${k#*:}
+            awk -v g="$(med "$g" hit "$col_")" -v n="$(med "$n" hit "$col_")" -v what="$g vs $n, $name MiB after the runs" \
+                'BEGIN {printf "| %s | %.1f | %.1f | %.2f | < NGINX | %s |\n", what, g, n, g / n, (g < n ? "yes" : "**no**")}'
+        done
+    done
+    echo
+    echo "## Every run"
+    echo
+    echo "| proxy | case | run | requests | req/s | CPU s | CPU µs/req | p50 ms | p99 ms | RSS MiB | HWM MiB | PSS MiB | upstream calls | bytes/response | proxy core % | load core % | processes | RSS per process MiB (cache loader not counted) | other CPU % |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    awk -F'\t' '{printf "|"; for (i = 1; i <= NF; i++) printf " %s |", $i; printf "\n"}' "$TMP/rows.tsv"
+} >"$TMP/results.md"
+
+cp "$TMP/results.md" "$RESULTS"
+cat "$TMP/results.md"
+log "wrote $RESULTS"
