@@ -26,7 +26,7 @@ use crate::catalogue::Catalogue;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, Source};
-use crate::ratelimit::{self, Bucket, RateLimitHeaders};
+use crate::ratelimit::{Bucket, RateLimitHeaders};
 use crate::route::Route;
 use crate::tenants::{self, Credential};
 use crate::upstream::UpstreamResponse;
@@ -319,20 +319,19 @@ impl Gateway {
                 "response body"
             );
         }
-        let backoff = ratelimit::upstream_backoff(
+        let paused = state.limiter.observe_upstream(
+            bucket,
             upstream.status,
             &upstream.headers,
             &upstream.body,
-            state.config.rate_limit.upstream_backoff,
         );
-        if let Some(pause) = backoff {
+        if let Some(pause) = paused {
             tracing::warn!(
                 tenant = log.tenant.as_deref().unwrap_or("-"),
                 key_class,
                 pause_ms = pause.as_millis() as u64,
-                "eTelecom signalled quota exhaustion; pausing this credential"
+                "eTelecom signalled quota exhaustion; credential paused"
             );
-            state.limiter.pause(bucket, pause);
         } else if matches!(
             upstream.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN

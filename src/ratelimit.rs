@@ -27,7 +27,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -40,7 +39,6 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::task::JoinHandle;
 
 use crate::catalogue::KeyClass;
 
@@ -482,11 +480,6 @@ impl<C: Clock> RateLimiter<C> {
         Some(pause)
     }
 
-    /// The configured pause for quota answers without `Retry-After`.
-    pub fn upstream_backoff_default(&self) -> Duration {
-        self.upstream_backoff
-    }
-
     /// Drops idle buckets (state indistinguishable from a fresh, full bucket) and expired
     /// pauses, and gives back their memory.
     pub fn housekeeping(&self) {
@@ -512,36 +505,6 @@ impl<C: Clock> RateLimiter<C> {
     /// How many default-policy buckets are held (idle ones go at the next housekeeping).
     pub fn tracked_buckets(&self) -> usize {
         self.default.len()
-    }
-
-    /// Runs [`Self::housekeeping`] every `every` until `shutdown` resolves (or the limiter is
-    /// dropped: the task only holds a weak reference).
-    pub fn spawn_housekeeping(
-        self: &Arc<Self>,
-        every: Duration,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> JoinHandle<()>
-    where
-        C: Send + Sync + 'static,
-    {
-        let limiter = Arc::downgrade(self);
-        let every = every.max(MIN_QUEUE_SLEEP);
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + every;
-            let mut ticks = tokio::time::interval_at(start, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tokio::pin!(shutdown);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => break,
-                    _ = ticks.tick() => {
-                        let Some(limiter) = limiter.upgrade() else { break };
-                        limiter.housekeeping();
-                    }
-                }
-            }
-        })
     }
 
     fn lock_pauses(&self) -> MutexGuard<'_, Pauses<C::Instant>> {

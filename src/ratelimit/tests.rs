@@ -435,7 +435,6 @@ fn observe_upstream_pauses_on_quota_answers_only() {
     let d = lim.check(api(&a));
     assert_eq!(d.outcome, Outcome::UpstreamPaused);
     assert_eq!(d.retry_after, Some(Duration::from_secs(12)));
-    assert_eq!(lim.upstream_backoff_default(), Duration::from_secs(12));
 }
 
 fn retry_after(v: &'static str) -> HeaderMap {
@@ -550,44 +549,4 @@ fn housekeeping_drops_idle_keys_and_expired_pauses() {
     assert!(!lim.any_paused.load(Ordering::Acquire));
     // A dropped bucket comes back full.
     assert_eq!(state(&lim.check(api(&ids[2]))), "\"default\";r=4;t=1");
-}
-
-#[tokio::test]
-async fn spawned_housekeeping_runs_and_stops_on_shutdown() {
-    let clock = FakeRelativeClock::default();
-    let lim = Arc::new(RateLimiter::with_clock(
-        Settings::new(policy(10, 1)),
-        clock.clone(),
-    ));
-    let a = tenant("a");
-    let _ = lim.check(api(&a));
-    assert_eq!(lim.tracked_buckets(), 1);
-    clock.advance(Duration::from_secs(1));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = lim.spawn_housekeeping(Duration::from_millis(5), async move {
-        let _ = stopped.await;
-    });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while lim.tracked_buckets() > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("housekeeping ran");
-    stop.send(()).expect("task alive");
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("task stopped")
-        .expect("no panic");
-}
-
-#[tokio::test]
-async fn spawned_housekeeping_stops_when_the_limiter_is_dropped() {
-    let lim = Arc::new(RateLimiter::new(Settings::new(policy(10, 1))));
-    let task = lim.spawn_housekeeping(Duration::from_millis(5), std::future::pending());
-    drop(lim);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("task stopped")
-        .expect("no panic");
 }
