@@ -1,6 +1,6 @@
 //! The admin listener, never the public one: `GET /metrics` (Prometheus text, or OpenMetrics
 //! when the scraper asks), `GET /healthz` (alive), `GET /readyz` (503 while draining),
-//! `POST /cache/purge` (by tenant and/or method, answers how many entries went) and
+//! `POST /cache/purge` (a strict [`PurgeScope`]; answers how many entries went) and
 //! `GET /config` (the effective config, keys as fingerprints).
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::cache::PurgeScope;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::proxy::Gateway;
@@ -78,37 +79,22 @@ impl Admin {
         }
     }
 
-    /// `POST /cache/purge?tenant=acme&method=GetExtensionInfo`, or the same two fields in a
-    /// JSON body. Neither: everything.
+    /// `POST /cache/purge` with a [`PurgeScope`]: `{"tenant": "acme"}`,
+    /// `{"tenant": "acme", "method": "GetExtensionInfo"}`, `{"method": ...}` or `{"all": true}`
+    /// (or the same fields as a query string). Bad input is a 400 and purges nothing.
     async fn purge(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let mut tenant: Option<String> = None;
-        let mut method: Option<String> = None;
-        for pair in req.uri().query().unwrap_or("").split('&') {
-            match pair.split_once('=') {
-                Some(("tenant", v)) if !v.is_empty() => tenant = Some(v.to_owned()),
-                Some(("method", v)) if !v.is_empty() => method = Some(v.to_owned()),
-                _ => {}
-            }
-        }
-        let body = Limited::new(req.into_body(), 64 * 1024)
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, 64 * 1024)
             .collect()
             .await
             .map_err(|_| GatewayError::BodyRead)?
             .to_bytes();
-        if !body.iter().all(u8::is_ascii_whitespace) {
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|_| GatewayError::BodyNotJsonObject)?;
-            let field = |name: &str| v.get(name).and_then(|x| x.as_str()).map(str::to_owned);
-            tenant = tenant.or(field("tenant"));
-            method = method.or(field("method"));
-        }
-        let purged = self
-            .gateway
-            .purge(tenant.as_deref(), method.as_deref())
-            .await;
+        let scope = PurgeScope::parse(parts.uri.query(), &body, |t| self.gateway.has_tenant(t))
+            .map_err(GatewayError::BadPurge)?;
+        let purged = self.gateway.purge(&scope).await;
         tracing::info!(
-            tenant = tenant.as_deref().unwrap_or("*"),
-            method = method.as_deref().unwrap_or("*"),
+            tenant = scope.tenant().unwrap_or("*"),
+            method = scope.method().unwrap_or("*"),
             purged,
             "cache purge"
         );

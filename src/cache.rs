@@ -17,6 +17,7 @@
 //! This module never calls eTelecom itself: the proxy hands it the fetch future.
 
 pub mod expiry;
+pub mod purge;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +32,8 @@ use serde_json::Value;
 use crate::catalogue::{Catalogue, KeyClass, Method, MethodId};
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
+
+pub use purge::PurgeScope;
 
 /// Fixed cost per entry in the weigher (key and entry structs, moka bookkeeping).
 const ENTRY_OVERHEAD: usize = 160;

@@ -25,6 +25,8 @@ pub enum GatewayError {
     MissingTenant,
     #[error("tenant header is not a valid tenant id")]
     MalformedTenant,
+    #[error("tenant header given more than once")]
+    DuplicateTenant,
     #[error("unknown tenant")]
     UnknownTenant,
     #[error("caller address not allowed")]
@@ -41,6 +43,8 @@ pub enum GatewayError {
     AbsoluteForm,
     #[error("body is not a JSON object")]
     BodyNotJsonObject,
+    #[error("bad purge request: {0}")]
+    BadPurge(&'static str),
     #[error("body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("request body could not be read")]
@@ -59,10 +63,11 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingTenant | Self::MalformedTenant | Self::BodyNotJsonObject => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::AbsoluteForm | Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::MissingTenant
+            | Self::MalformedTenant
+            | Self::DuplicateTenant
+            | Self::BodyNotJsonObject => StatusCode::BAD_REQUEST,
+            Self::AbsoluteForm | Self::BodyRead | Self::BadPurge(_) => StatusCode::BAD_REQUEST,
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -88,10 +93,12 @@ impl GatewayError {
         match self {
             Self::MissingTenant
             | Self::MalformedTenant
+            | Self::DuplicateTenant
             | Self::BodyNotJsonObject
             | Self::BodyTooLarge { .. }
             | Self::AbsoluteForm
-            | Self::BodyRead => "invalid_argument",
+            | Self::BodyRead
+            | Self::BadPurge(_) => "invalid_argument",
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
                 "permission_denied"
             }
@@ -115,6 +122,7 @@ impl GatewayError {
         match self {
             Self::MissingTenant => "missing tenant header",
             Self::MalformedTenant => "tenant header is not a valid tenant id",
+            Self::DuplicateTenant => "the tenant header must be sent exactly once",
             Self::UnknownTenant => "unknown tenant",
             Self::CallerNotAllowed => "caller address is not allowed",
             Self::KeyNotConfigured(k) => k.missing_message(),
@@ -127,6 +135,7 @@ impl GatewayError {
             Self::BodyNotJsonObject => "request body must be a JSON object",
             Self::BodyTooLarge { .. } => "request body is too large",
             Self::BodyRead => "request body could not be read",
+            Self::BadPurge(reason) => reason,
             Self::RateLimited { .. } => "rate limit exceeded for this eTelecom key",
             Self::Upstream(e) => match e {
                 UpstreamError::Connect => "eTelecom is unreachable",
@@ -205,6 +214,8 @@ mod tests {
         let cases: Vec<(GatewayError, u16, &str)> = vec![
             (GatewayError::MissingTenant, 400, "invalid_argument"),
             (GatewayError::BodyNotJsonObject, 400, "invalid_argument"),
+            (GatewayError::DuplicateTenant, 400, "invalid_argument"),
+            (GatewayError::BadPurge("x"), 400, "invalid_argument"),
             (GatewayError::UnknownTenant, 403, "permission_denied"),
             (GatewayError::CallerNotAllowed, 403, "permission_denied"),
             (

@@ -22,6 +22,7 @@ use hyper::body::Body;
 use tracing::Level;
 
 use crate::access_log::{AccessLog, REQUEST_ID, RequestIds};
+use crate::cache::PurgeScope;
 use crate::catalogue::Catalogue;
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -152,11 +153,16 @@ impl Gateway {
         self.inner.metrics.set_cache_size(entries, bytes);
     }
 
-    /// Drops cached entries by tenant and/or method; returns how many went.
-    pub async fn purge(&self, tenant: Option<&str>, method: Option<&str>) -> usize {
+    /// Whether `id` is a configured tenant.
+    pub fn has_tenant(&self, id: &str) -> bool {
+        self.inner.state.load().tenants.get(id).is_some()
+    }
+
+    /// Drops the cached entries `scope` names; returns how many went.
+    pub async fn purge(&self, scope: &PurgeScope) -> usize {
         let state = self.inner.state.load_full();
         match &state.cache {
-            Some(c) => c.purge(tenant, method).await,
+            Some(c) => c.purge(scope.tenant(), scope.method()).await,
             None => 0,
         }
     }
@@ -219,11 +225,10 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let route = route::resolve(&parts.method, &parts.uri, cfg.routing.unknown_methods)?;
         log.method = route.label();
-        let cred = state
-            .tenants
-            .credential(&parts.headers, route.key_class, peer)?;
-        log.tenant = cred.tenant.map(|t| t.id.clone());
-        log.key_class = Some(cred.key_class);
+        let tenant = state.tenants.tenant(&parts.headers, route.key_class)?;
+        log.tenant = tenant.map(|t| t.id.clone());
+        log.key_class = Some(route.key_class);
+        let cred = state.tenants.credential(tenant, route.key_class, peer)?;
 
         let body = body::collect_limited(&parts.headers, body, cfg.server.max_body_bytes).await?;
         log.bytes_in = body.len();

@@ -48,18 +48,55 @@ impl Tenants {
         }
     }
 
+    pub fn get(&self, id: &str) -> Option<&TenantConfig> {
+        self.by_id.get(id)
+    }
+
     pub fn header(&self) -> &HeaderName {
         &self.header
     }
 
-    /// Picks the key for `class`, checking the caller against the narrower allow-list of the
-    /// tenant (or of the partner section).
-    pub fn credential(
+    /// Who the request is made for: `None` for partner-level calls (the tenant header is not
+    /// needed there, but it must still not be repeated). Known before the key is chosen, so
+    /// that a tenant lacking a key is still named in the access log and the metrics.
+    pub fn tenant(
         &self,
         headers: &HeaderMap,
         class: KeyClass,
+    ) -> Result<Option<&TenantConfig>, GatewayError> {
+        let mut values = headers.get_all(&self.header).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(GatewayError::DuplicateTenant);
+        }
+        if class == KeyClass::Partner {
+            return Ok(None);
+        }
+        let id = match first {
+            Some(v) => {
+                let id = v.to_str().map_err(|_| GatewayError::MalformedTenant)?;
+                if !valid_tenant_id(id) {
+                    return Err(GatewayError::MalformedTenant);
+                }
+                id
+            }
+            None => self.default.as_deref().ok_or(GatewayError::MissingTenant)?,
+        };
+        self.by_id
+            .get(id)
+            .map(Some)
+            .ok_or(GatewayError::UnknownTenant)
+    }
+
+    /// Picks the key for `class` (of `tenant`, or the partner's own for partner-level calls),
+    /// checking the caller against the narrower allow-list of the tenant (or of the partner
+    /// section).
+    pub fn credential<'a>(
+        &'a self,
+        tenant: Option<&'a TenantConfig>,
+        class: KeyClass,
         peer: IpAddr,
-    ) -> Result<Credential<'_>, GatewayError> {
+    ) -> Result<Credential<'a>, GatewayError> {
         if class == KeyClass::Partner {
             let partner = self
                 .partner
@@ -68,11 +105,11 @@ impl Tenants {
             allowed(partner.allowed_callers.as_deref(), peer)?;
             return Ok(Credential {
                 tenant: None,
-                key_class: class,
+                key_class: KeyClass::Partner,
                 key: &partner.api_key,
             });
         }
-        let tenant = self.tenant(headers)?;
+        let tenant = tenant.ok_or(GatewayError::MissingTenant)?;
         allowed(tenant.allowed_callers.as_deref(), peer)?;
         let key = match class {
             KeyClass::ApiKey => tenant.api_key.as_ref(),
@@ -85,20 +122,6 @@ impl Tenants {
             key_class: class,
             key,
         })
-    }
-
-    fn tenant(&self, headers: &HeaderMap) -> Result<&TenantConfig, GatewayError> {
-        let id = match headers.get(&self.header) {
-            Some(v) => {
-                let id = v.to_str().map_err(|_| GatewayError::MalformedTenant)?;
-                if !valid_tenant_id(id) {
-                    return Err(GatewayError::MalformedTenant);
-                }
-                id
-            }
-            None => self.default.as_deref().ok_or(GatewayError::MissingTenant)?,
-        };
-        self.by_id.get(id).ok_or(GatewayError::UnknownTenant)
     }
 }
 
@@ -159,11 +182,21 @@ mod tests {
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    /// Both steps, as the proxy runs them.
+    fn credential<'a>(
+        t: &'a Tenants,
+        h: &HeaderMap,
+        c: KeyClass,
+        peer: IpAddr,
+    ) -> Result<Credential<'a>, GatewayError> {
+        t.credential(t.tenant(h, c)?, c, peer)
+    }
+
     #[test]
     fn each_key_class_picks_its_key() {
         let t = tenants("");
         let bearer = |h: &HeaderMap, c| {
-            t.credential(h, c, LOCAL)
+            credential(&t, h, c, LOCAL)
                 .expect("credential")
                 .key
                 .bearer()
@@ -180,7 +213,7 @@ mod tests {
     #[test]
     fn tenant_errors() {
         let t = tenants("");
-        let err = |h: &HeaderMap, c| t.credential(h, c, LOCAL).unwrap_err();
+        let err = |h: &HeaderMap, c| credential(&t, h, c, LOCAL).unwrap_err();
         assert!(matches!(
             err(&HeaderMap::new(), KeyClass::ApiKey),
             GatewayError::MissingTenant
@@ -195,25 +228,48 @@ mod tests {
         ));
         let ten = "10.1.2.3".parse().expect("ip");
         assert!(matches!(
-            t.credential(&hdr("solo"), KeyClass::ShopKey, ten)
-                .unwrap_err(),
+            credential(&t, &hdr("solo"), KeyClass::ShopKey, ten).unwrap_err(),
             GatewayError::KeyNotConfigured(KeyClass::ShopKey)
         ));
         assert!(matches!(
-            t.credential(&hdr("solo"), KeyClass::ApiKey, LOCAL)
-                .unwrap_err(),
+            credential(&t, &hdr("solo"), KeyClass::ApiKey, LOCAL).unwrap_err(),
             GatewayError::CallerNotAllowed
         ));
-        assert!(t.credential(&hdr("solo"), KeyClass::ApiKey, ten).is_ok());
+        assert!(credential(&t, &hdr("solo"), KeyClass::ApiKey, ten).is_ok());
     }
 
     #[test]
     fn default_tenant_makes_the_header_optional() {
         let t = tenants("default_tenant = \"acme\"");
-        let c = t
-            .credential(&HeaderMap::new(), KeyClass::ApiKey, LOCAL)
-            .expect("default tenant");
+        let c = credential(&t, &HeaderMap::new(), KeyClass::ApiKey, LOCAL).expect("default tenant");
         assert_eq!(&*c.tenant.expect("tenant").id, "acme");
+    }
+
+    #[test]
+    fn a_repeated_tenant_header_is_refused_even_when_equal() {
+        let t = tenants("default_tenant = \"acme\"");
+        for (a, b) in [("globex", "acme"), ("acme", "acme")] {
+            let mut h = hdr(a);
+            h.append("x-tenant-id", b.parse().expect("value"));
+            for class in [KeyClass::ApiKey, KeyClass::ShopKey, KeyClass::Partner] {
+                assert!(
+                    matches!(t.tenant(&h, class), Err(GatewayError::DuplicateTenant)),
+                    "{a} {b} {class:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tenant_without_the_key_is_still_known() {
+        let t = tenants("");
+        let tenant = t.tenant(&hdr("solo"), KeyClass::ShopKey).expect("tenant");
+        assert_eq!(tenant.map(|t| &*t.id), Some("solo"));
+        let ten = "10.1.2.3".parse().expect("ip");
+        assert!(matches!(
+            t.credential(tenant, KeyClass::ShopKey, ten),
+            Err(GatewayError::KeyNotConfigured(KeyClass::ShopKey))
+        ));
     }
 
     #[test]

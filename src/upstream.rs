@@ -123,6 +123,7 @@ impl Upstream {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(classify)?;
             let (mut head, body) = resp.into_parts();
+            check_status(head.status)?;
             let body = Limited::new(body, self.max_response_bytes)
                 .collect()
                 .await
@@ -222,6 +223,22 @@ fn classify_kind(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     }
 }
 
+/// Only final statuses (2xx–5xx) are answers: an unsolicited `101 Switching Protocols`, any other
+/// 1xx that reaches this point, or a status past 599 (e.g. `999`) is a broken exchange, never
+/// something to relay to the caller.
+pub(crate) fn check_status(status: StatusCode) -> Result<(), UpstreamError> {
+    if (200..=599).contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        tracing::warn!(
+            status = status.as_u16(),
+            kind = UpstreamError::Protocol.kind(),
+            "upstream answered with a status outside 2xx-5xx"
+        );
+        Err(UpstreamError::Protocol)
+    }
+}
+
 /// An error and its causes on one line.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -254,6 +271,18 @@ mod tests {
             let cfg = upstream_cfg(extra);
             assert_eq!(cfg.system_roots, !extra.is_empty());
             assert!(Upstream::new(&cfg).is_ok(), "{extra}");
+        }
+    }
+
+    #[test]
+    fn only_2xx_to_5xx_are_answers() {
+        for ok in [200, 204, 299, 301, 401, 404, 429, 500, 503, 599] {
+            let s = StatusCode::from_u16(ok).expect("status");
+            assert_eq!(check_status(s), Ok(()), "{ok}");
+        }
+        for bad in [100, 101, 102, 103, 199, 600, 700, 999] {
+            let s = StatusCode::from_u16(bad).expect("status");
+            assert_eq!(check_status(s), Err(UpstreamError::Protocol), "{bad}");
         }
     }
 

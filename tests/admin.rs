@@ -153,7 +153,10 @@ async fn invalidations_evictions_and_purge() {
     assert_eq!(r.json()["purged"], 1);
     let r = h.call(SHOP_API, Some("globex"), "{}").await;
     assert_eq!(r.headers["x-cache"], "MISS");
-    let r = h.admin("POST", "/cache/purge").await;
+    let r = h
+        .admin_with("POST", "/cache/purge", r#"{"all": true}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["purged"].as_u64().unwrap() >= 1);
     let m = h.metrics().await;
     assert!(
@@ -170,6 +173,79 @@ async fn invalidations_evictions_and_purge() {
         (r.status.as_u16(), r.json()["code"].as_str()),
         (405, Some("bad_route"))
     );
+}
+
+/// Bad purge input is a 400 with the reason and purges nothing; `{"all": true}` is the only way
+/// to purge everything; the tenant and method forms keep working.
+#[tokio::test]
+async fn purge_refuses_bad_input_and_purges_nothing() {
+    let h = &Harness::start().await;
+    let body = r#"{"extension_number":"101"}"#;
+    let cached = move |tenant: &'static str| async move {
+        h.call(SHOP_API, Some(tenant), body)
+            .await
+            .x_cache()
+            .to_owned()
+    };
+    assert_eq!(cached("acme").await, "MISS");
+    assert_eq!(cached("globex").await, "MISS");
+    let bad: &[(&str, &str)] = &[
+        ("", ""),
+        ("", "{}"),
+        ("", r#"{"teant":"acme"}"#),
+        ("", r#"{"tenant":1}"#),
+        ("", r#"{"tenant":["acme"]}"#),
+        ("", r#"["acme"]"#),
+        ("", "null"),
+        ("", r#"{"tenant":null}"#),
+        ("", "7"),
+        ("", r#"{"tenant":""}"#),
+        ("", r#"{"tenant":"nobody"}"#),
+        ("", r#"{"method":"GetNothing"}"#),
+        ("", r#"{"all":false}"#),
+        ("", r#"{"all":true,"tenant":"acme"}"#),
+        ("", "{not json"),
+        ("?tenant=", ""),
+        ("?teant=acme", ""),
+        ("?tenant=acme", r#"{"tenant":"acme"}"#),
+    ];
+    for (query, body) in bad {
+        let r = h
+            .admin_with("POST", &format!("/cache/purge{query}"), body)
+            .await;
+        assert_eq!(r.status, 400, "{query} {body}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["code"], "invalid_argument", "{v}");
+        assert_eq!(v["meta"]["source"], "gateway", "{v}");
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert_eq!(cached("acme").await, "HIT", "{query} {body} purged acme");
+        assert_eq!(
+            cached("globex").await,
+            "HIT",
+            "{query} {body} purged globex"
+        );
+    }
+    let purge = move |body: &'static str| async move {
+        let r = h.admin_with("POST", "/cache/purge", body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+        r.json()["purged"].as_u64().unwrap()
+    };
+    assert_eq!(purge(r#"{"tenant":"acme","method":"GetShopOA"}"#).await, 0);
+    assert_eq!(
+        purge(r#"{"tenant":"acme","method":"GetExtensionInfo"}"#).await,
+        1
+    );
+    assert_eq!(cached("acme").await, "MISS");
+    assert_eq!(cached("globex").await, "HIT");
+    assert_eq!(purge(r#"{"tenant":"globex"}"#).await, 1);
+    assert_eq!(cached("globex").await, "MISS");
+    assert_eq!(
+        purge(r#"{"method":"shop.Etelecom/GetExtensionInfo"}"#).await,
+        2
+    );
+    assert_eq!(cached("acme").await, "MISS");
+    assert_eq!(cached("globex").await, "MISS");
+    assert_eq!(purge(r#"{"all":true}"#).await, 2);
 }
 
 #[tokio::test]

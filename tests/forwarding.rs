@@ -140,6 +140,26 @@ async fn tenant_errors_are_answered_by_the_gateway() {
 }
 
 #[tokio::test]
+async fn a_repeated_tenant_header_is_a_400_even_when_equal() {
+    let h = Harness::start().await;
+    for (first, second) in [("globex", "acme"), ("acme", "acme")] {
+        for path in [SHOP_API, PARTNER_SHOP, PARTNER_LEVEL] {
+            let r = h
+                .call_with(path, Some(first), "{}", &[("x-tenant-id", second)])
+                .await;
+            r.assert_gateway_error(400, "invalid_argument");
+            assert_eq!(
+                r.json()["msg"],
+                "the tenant header must be sent exactly once",
+                "{path} {first} {second}"
+            );
+        }
+    }
+    assert_eq!(h.mock.request_count(), 0, "nothing was forwarded");
+    assert_eq!(h.call(SHOP_API, Some("acme"), "{}").await.status, 200);
+}
+
+#[tokio::test]
 async fn partner_level_without_partner_key_is_refused() {
     let h = Harness::with(Setup {
         partner: false,

@@ -135,3 +135,30 @@ async fn connection_reset_is_a_502() {
     let r = h.call_mock(SHOP_API, Some("acme"), "reset").await;
     r.assert_gateway_error(502, "unavailable");
 }
+
+#[tokio::test]
+async fn statuses_outside_2xx_to_5xx_are_a_502_protocol() {
+    let h = Harness::start().await;
+    for status in ["101", "999", "600"] {
+        let r = h
+            .call_mock(SHOP_API, Some("acme"), &format!("status={status}"))
+            .await;
+        r.assert_gateway_error(502, "unavailable");
+        assert_eq!(
+            r.json()["msg"],
+            "eTelecom answered with an invalid HTTP response",
+            "{status}"
+        );
+    }
+    assert_eq!(h.mock.request_count(), 3, "each reached the mock");
+    let m = h.metrics().await;
+    assert_eq!(
+        common::sample(
+            &m,
+            "etelecom_gateway_upstream_errors_total",
+            &[("kind", "protocol")]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+}

@@ -235,10 +235,15 @@ impl Harness {
 
     /// A request to the admin listener.
     pub async fn admin(&self, method: &str, path_and_query: &str) -> Reply {
+        self.admin_with(method, path_and_query, "").await
+    }
+
+    /// A request with a body to the admin listener.
+    pub async fn admin_with(&self, method: &str, path_and_query: &str, body: &str) -> Reply {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path_and_query}", self.admin))
-            .body(Full::default())
+            .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         self.send(req).await
     }

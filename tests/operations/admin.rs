@@ -9,7 +9,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::common::proc::Gateway;
-use crate::common::{post, sample};
+use crate::common::{PARTNER_SHOP, post, sample};
 use crate::support::{
     EXTENSION_INFO, Http, config, fingerprint, runtime, start_mock, write_config,
 };
@@ -127,4 +127,41 @@ fn admin_endpoints_show_fingerprints_purge_and_keep_metrics_clean() {
             assert!(!text.contains(k) && !text.contains(s), "a key in /metrics");
         }
     });
+}
+
+/// A known tenant that lacks the key a method needs is named in the access log and in
+/// `requests_total` (not `-`), so an operator can tell which tenant is misconfigured.
+#[test]
+fn a_tenant_lacking_a_key_is_named_in_the_access_log_and_metrics() {
+    let rt = runtime();
+    let mock = start_mock(&rt, MockAccounts::demo());
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(&write_config(dir.path(), &config(&mock, None)));
+    let http = Http::new();
+    let r = rt.block_on(http.send(post(gw.public, PARTNER_SHOP, Some("globex"), "{}")));
+    r.assert_gateway_error(403, "permission_denied");
+    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let line = gw
+        .proc
+        .wait_line(std::time::Duration::from_secs(10), "access log", |l| {
+            l.contains("\"message\":\"request\"") && l.contains(&id)
+        });
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let fields = &v;
+    assert_eq!(fields["tenant"], "globex", "{line}");
+    assert_eq!(fields["key_class"], "shop_key", "{line}");
+    assert_eq!(fields["status"], 403, "{line}");
+    let m = rt.block_on(http.get(&gw.admin_url("/metrics")));
+    let series = [
+        ("tenant", "globex"),
+        ("status", "403"),
+        ("source", "gateway"),
+    ];
+    assert_eq!(
+        sample(&m.text(), "etelecom_gateway_requests_total", &series),
+        Some(1.0),
+        "{}",
+        m.text()
+    );
+    assert_eq!(mock.request_count(), 0);
 }
