@@ -20,14 +20,14 @@
 //! `invalid_argument`; else 200 with a per-shop body.
 //!
 //! Control endpoints (no auth, not recorded, not counted):
-//! * `POST /__mock/behaviour` with `{"behaviour":"normal"|"hang"|"reset"}`,
+//! * `POST /__mock/behaviour` with `{"behaviour":"normal"|"hang"|"reset"|"echo_auth"}`,
 //!   `{"behaviour":"delay","ms":200}`,
 //!   `{"behaviour":"status","status":503,"body":{..},"retry_after":2}` (body and
 //!   retry_after optional), `{"expires_at":"<RFC 3339>"|null}`, `{"reset":true}`
 //!   (back to normal and the default expiry); keys may be combined.
 //! * `GET /__mock/requests` → `{"count":N}`; `DELETE /__mock/requests` clears.
 //!
-//! Per-request header `x-mock-behaviour`: `normal`, `hang`, `reset`,
+//! Per-request header `x-mock-behaviour`: `normal`, `hang`, `reset`, `echo_auth`,
 //! `delay=<ms>`, `status=<code>` or `status=<code>;retry_after=<secs>`.
 
 mod auth;
@@ -183,6 +183,10 @@ pub enum Behaviour {
     /// Fail the request without any HTTP response: HTTP/1 closes the
     /// connection, h2 resets the stream.
     Reset,
+    /// Answer 401 `unauthenticated` with a body that quotes the `Authorization` value it was
+    /// sent, raw in `msg`, inside nested objects and arrays, and JSON-escaped, as an eTelecom
+    /// that echoes the token would.
+    EchoAuth,
 }
 
 impl Behaviour {
@@ -207,6 +211,7 @@ impl Behaviour {
             "normal" => return Ok(Behaviour::Normal),
             "hang" => return Ok(Behaviour::Hang),
             "reset" => return Ok(Behaviour::Reset),
+            "echo_auth" => return Ok(Behaviour::EchoAuth),
             _ => {}
         }
         if let Some(ms) = value.strip_prefix("delay=") {

@@ -239,8 +239,8 @@ impl Gateway {
                 .map_or(Catalogue::get().global_secrets(), |m| &m.request_secrets);
             tracing::debug!(
                 request_id = log.request_id.to_str().unwrap_or("-"),
-                headers = %redact::Headers(&parts.headers),
-                body = %redact::Body::new(&body, secrets),
+                headers = %redact::Headers(&parts.headers, &state.scrubber),
+                body = %redact::Body::new(&body, secrets, &state.scrubber),
                 "request body"
             );
         }
@@ -304,7 +304,7 @@ impl Gateway {
                 body,
             )
             .await;
-        let upstream = match sent {
+        let mut upstream = match sent {
             Ok(up) => up,
             Err(e) => {
                 metrics.upstream_error(e.kind());
@@ -313,6 +313,11 @@ impl Gateway {
         };
         metrics.upstream(route.label(), started.elapsed());
         log.upstream_status = Some(upstream.status);
+        if !upstream.status.is_success() {
+            // eTelecom may quote the key it was sent; the caller must never learn it. The
+            // length is set from the body that is actually sent.
+            upstream.body = state.scrubber.scrub_relayed(upstream.body);
+        }
         if tracing::enabled!(Level::DEBUG) {
             let secrets = route
                 .method
@@ -320,7 +325,7 @@ impl Gateway {
             tracing::debug!(
                 request_id = log.request_id.to_str().unwrap_or("-"),
                 status = upstream.status.as_u16(),
-                body = %redact::Body::new(&upstream.body, secrets),
+                body = %redact::Body::new(&upstream.body, secrets, &state.scrubber),
                 "response body"
             );
         }

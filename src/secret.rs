@@ -141,6 +141,17 @@ impl ApiKey {
             .collect()
     }
 
+    /// The values to scrub from logs and relayed bodies: the whole key, and its secret part
+    /// (after the first `:`) on its own, which an error message may quote without the id.
+    pub fn secret_values(&self) -> impl Iterator<Item = &[u8]> {
+        let key = &self.bearer.as_bytes()["Bearer ".len()..];
+        let part = key
+            .iter()
+            .position(|&b| b == b':')
+            .map(|colon| &key[colon + 1..]);
+        std::iter::once(key).chain(part)
+    }
+
     /// Whether the key has the shape eTelecom issues for this use: `shop<id>:<secret>` for a
     /// partner-issued shop key, `<id>:<secret>` for an account's own key.
     pub fn looks_like(&self, shop_key: bool) -> bool {
@@ -237,6 +248,15 @@ mod tests {
             .load(dir.path(), &src)
             .unwrap_err();
         assert!(err.starts_with("cannot read secret file"), "{err}");
+    }
+
+    #[test]
+    fn secret_values_are_the_key_and_its_secret_part() {
+        let k = ApiKey::new(CANARY).expect("key");
+        let values: Vec<&[u8]> = k.secret_values().collect();
+        assert_eq!(values, [CANARY.as_bytes(), b"canary-secret-value"]);
+        let no_colon = ApiKey::new("opaque-token").expect("key");
+        assert_eq!(no_colon.secret_values().count(), 1);
     }
 
     #[test]

@@ -162,3 +162,42 @@ async fn statuses_outside_2xx_to_5xx_are_a_502_protocol() {
         "{m}"
     );
 }
+
+/// eTelecom quoting the key it was sent (raw, nested, as an object key, JSON-escaped): the caller
+/// gets the answer's status and shape with every key value replaced, and a matching length.
+#[tokio::test]
+async fn relayed_errors_never_carry_the_key() {
+    let h = Harness::start().await;
+    let cases = [
+        (SHOP_API, Some("acme"), h.accounts.shops[0].api_key.clone()),
+        (
+            common::PARTNER_SHOP,
+            Some("acme"),
+            h.accounts.shops[0].shop_key.clone(),
+        ),
+        (common::PARTNER_LEVEL, None, h.accounts.partner_key.clone()),
+    ];
+    for (path, tenant, key) in cases {
+        let r = h.call_mock(path, tenant, "echo_auth").await;
+        assert_eq!(r.status, 401, "{path}");
+        let got = h.mock.received();
+        let sent = got.last().unwrap();
+        assert_eq!(sent.headers["authorization"], format!("Bearer {key}"));
+        let text = r.text();
+        let secret = key.split_once(':').unwrap().1;
+        assert!(!text.contains(&key), "{path}: {text}");
+        assert!(!text.contains(secret), "{path}: {text}");
+        assert!(text.contains("[REDACTED]"), "{path}: {text}");
+        let v = r.json();
+        assert_eq!(v["code"], "unauthenticated", "{v}");
+        assert_eq!(
+            v["msg"],
+            "invalid authorization \"Bearer [REDACTED]\": token [REDACTED] is not valid"
+        );
+        assert_eq!(v["escaped"], "echo [REDACTED]", "{v}");
+        assert_eq!(
+            r.headers["content-length"].to_str().unwrap(),
+            r.body.len().to_string()
+        );
+    }
+}

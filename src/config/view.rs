@@ -1,6 +1,8 @@
-//! The effective configuration as JSON, for the admin `GET /config`: every value as the gateway
-//! uses it, defaults filled in, and every key shown only as a short fingerprint
-//! (`sha256:1a2b3c4d`) so ops can tell which key version is loaded without seeing it.
+//! How the configuration's secrets appear outside the process: the effective configuration as
+//! JSON, for the admin `GET /config` (every value as the gateway uses it, defaults filled in,
+//! and every key shown only as a short fingerprint (`sha256:1a2b3c4d`) so ops can tell which key
+//! version is loaded without seeing it), and the list of secret values that the scrubber must
+//! keep out of logs and relayed bodies ([`Config::secret_values`]).
 
 use serde_json::{Value, json};
 
@@ -26,6 +28,20 @@ fn nets(n: Option<&[ipnet::IpNet]>) -> Value {
 }
 
 impl Config {
+    /// Every secret value in use, for `redact::Scrubber::new`: each key whole and its secret
+    /// part. A new kind of secret (a password, another upstream's key) is added here, once.
+    pub fn secret_values(&self) -> Vec<&[u8]> {
+        let partner = self.partner.iter().map(|p| &p.api_key);
+        let tenants = self
+            .tenants
+            .iter()
+            .flat_map(|t| t.api_key.iter().chain(t.shop_key.iter()));
+        partner
+            .chain(tenants)
+            .flat_map(ApiKey::secret_values)
+            .collect()
+    }
+
     pub fn view(&self) -> Value {
         let s = &self.server;
         let u = &self.upstream;

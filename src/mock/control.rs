@@ -69,6 +69,7 @@ fn control_behaviour(name: &str, obj: &Map<String, Value>) -> Result<Behaviour, 
         "normal" => Behaviour::Normal,
         "hang" => Behaviour::Hang,
         "reset" => Behaviour::Reset,
+        "echo_auth" => Behaviour::EchoAuth,
         "delay" => {
             let ms = obj
                 .get("ms")

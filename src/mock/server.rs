@@ -133,6 +133,34 @@ pub(super) fn error_response(status: StatusCode, code: &str, msg: impl Into<Stri
     json_response(status, &json!({ "code": code, "msg": msg.into() }))
 }
 
+/// A 401 that quotes the `Authorization` value it was sent, in every way a body can hold it: raw
+/// in `msg`, at depth in objects and arrays, as an object key, and with its first character
+/// written as a JSON `\u` escape (valid JSON throughout).
+fn echo_auth(headers: &http::HeaderMap) -> Resp {
+    let auth = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let token = auth.strip_prefix("Bearer ").unwrap_or(&auth).to_owned();
+    let body = json!({
+        "code": "unauthenticated",
+        "msg": format!("invalid authorization {auth:?}: token {token} is not valid"),
+        "meta": {
+            "received": { "headers": [{ "name": "authorization", "value": auth }] },
+            (token.clone()): "the token as a key",
+            "secret_only": token.split_once(':').map_or("", |(_, s)| s),
+        },
+    });
+    let mut text = body.to_string();
+    let mut chars = token.chars();
+    if let Some(first) = chars.next() {
+        let escaped = format!("\\u{:04x}{}", u32::from(first), chars.as_str());
+        text.pop();
+        text.push_str(&format!(",\"escaped\":\"echo {escaped}\"}}"));
+    }
+    raw_json_response(StatusCode::UNAUTHORIZED, Bytes::from(text))
+}
+
 fn aborted(why: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
@@ -197,6 +225,7 @@ async fn handle(
             return Err(aborted("hung request ended by shutdown"));
         }
         Behaviour::Reset => return Err(aborted("reset requested")),
+        Behaviour::EchoAuth => return Ok(echo_auth(&parts.headers)),
         Behaviour::Status {
             status,
             body,

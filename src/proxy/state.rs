@@ -1,6 +1,6 @@
 //! What a request runs against: one immutable snapshot of everything built from the config
-//! (tenants and keys, the upstream client, the rate limiter, the cache), swapped whole on
-//! reload. A request loads the snapshot once, so in-flight requests finish with the config they
+//! (tenants and keys, the secret scrubber over their values, the upstream client, the rate
+//! limiter, the cache), swapped whole on reload. A request loads the snapshot once, so in-flight requests finish with the config they
 //! started with while new requests use the new one.
 //!
 //! A reload keeps what did not change: the upstream client (and its warm connection pool) when
@@ -13,12 +13,15 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::{self, RateLimiter};
+use crate::redact::Scrubber;
 use crate::tenants::Tenants;
 use crate::upstream::Upstream;
 
 pub(crate) struct State {
     pub config: Config,
     pub tenants: Tenants,
+    /// Every secret value of this config, for logs and relayed error bodies.
+    pub scrubber: Scrubber,
     pub upstream: Upstream,
     pub limiter: Arc<RateLimiter>,
     pub cache: Option<Arc<Cache>>,
@@ -69,6 +72,7 @@ impl State {
         };
         Ok(State {
             tenants: Tenants::new(&cfg),
+            scrubber: Scrubber::new(cfg.secret_values()),
             upstream,
             limiter,
             cache,

@@ -9,7 +9,7 @@ use etelecom_gateway::mock::{DEMO_ACME_ID, DEMO_ACME_SHOP_KEY, DEMO_PARTNER_KEY}
 use etelecom_gateway::mock::{MockAccounts, MockShop, MockUpstream};
 
 use crate::common::proc::Gateway;
-use crate::common::{post, sample, write};
+use crate::common::{post, post_with, sample, write};
 use crate::support::{
     CALL_LOGS, Http, config, fingerprint, poll, runtime, start_mock, write_config,
 };
@@ -274,6 +274,13 @@ fn an_invalid_reload_is_refused_and_the_running_config_stays() {
     });
     assert!(reloads(&metrics(), "success") > successes);
     assert_eq!(call(), NEW_KEY);
+    // The scrubber follows the reload: eTelecom quoting the new key never reaches the caller.
+    let echo = [("x-mock-behaviour", "echo_auth")];
+    let echoed = rt.block_on(http.send(post_with(gw.public, CALL_LOGS, Some("acme"), "{}", &echo)));
+    assert_eq!(echoed.status, 401, "{}", echoed.text());
+    let secret_part = NEW_KEY.split_once(':').unwrap().1;
+    assert!(!echoed.text().contains(secret_part), "{}", echoed.text());
+    assert!(echoed.text().contains("[REDACTED]"), "{}", echoed.text());
 
     // 4. Invalid TOML in the config file itself: refused, the running config stays.
     let failures = reloads(&metrics(), "failure");

@@ -196,6 +196,10 @@ fn behaviour_header_grammar() {
     assert_eq!(Behaviour::parse_header("hang"), Ok(Behaviour::Hang));
     assert_eq!(Behaviour::parse_header(" reset "), Ok(Behaviour::Reset));
     assert_eq!(
+        Behaviour::parse_header("echo_auth"),
+        Ok(Behaviour::EchoAuth)
+    );
+    assert_eq!(
         Behaviour::parse_header("delay=25"),
         Ok(Behaviour::Delay(Duration::from_millis(25)))
     );
