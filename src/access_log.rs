@@ -100,7 +100,8 @@ impl AccessLog {
             upstream_status = self.upstream_status.map_or(0, |s| s.as_u16()),
             cache = self.cache.map_or("-", CacheStatus::as_str),
             source = if self.error.is_none() { "upstream" } else { "gateway" },
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // Whole microseconds: `0.568`, not `0.5676140000000001`.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             bytes_in = self.bytes_in,
             bytes_out,
             error_code,

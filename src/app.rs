@@ -22,6 +22,7 @@ use crate::proxy::{Gateway, Reloaded};
 use crate::reload::ReloadTriggers;
 use crate::secret::ProcessEnv;
 use crate::server::{self, Handler, Limits};
+use crate::signals::{Hangup, Signals};
 
 /// How long a burst of file events is coalesced into one reload.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -33,6 +34,9 @@ pub struct Options {
     pub admin: Option<TcpListener>,
     /// Where the config came from: reloads re-read it. `None`: no reloads.
     pub config_path: Option<PathBuf>,
+    /// SIGHUP's receiver, installed before the listeners were bound (reloads only); `None`:
+    /// the reload triggers install their own.
+    pub hangup: Option<Hangup>,
 }
 
 /// Serves `cfg` on `listener` until `shutdown` resolves, then drains (no admin listener, no
@@ -88,6 +92,7 @@ pub async fn run_with(
     if let Some(path) = opts.config_path {
         tasks.push(tokio::spawn(reload_loop(
             path,
+            opts.hangup,
             cfg.clone(),
             gateway.clone(),
             changed(stopped.clone()),
@@ -108,11 +113,23 @@ pub async fn run_with(
     let drain = async {
         shutdown.await;
         health.start_draining();
-        tracing::info!(
-            drain_delay_ms = drain_delay.as_millis() as u64,
-            grace_ms = cfg.shutdown.grace.as_millis() as u64,
-            "draining: /readyz is 503; the listener closes after the drain delay"
+        let (drain_delay_ms, grace_ms) = (
+            drain_delay.as_millis() as u64,
+            cfg.shutdown.grace.as_millis() as u64,
         );
+        if admin_addr.is_some() {
+            tracing::info!(
+                drain_delay_ms,
+                grace_ms,
+                "draining: /readyz is 503; the listener closes after the drain delay"
+            );
+        } else {
+            tracing::info!(
+                drain_delay_ms,
+                grace_ms,
+                "draining: the listener closes after the drain delay"
+            );
+        }
         tokio::time::sleep(drain_delay).await;
     };
     server::serve(listener, gateway, Limits::from(&cfg), drain).await;
@@ -141,8 +158,9 @@ impl Handler for Gateway {
 }
 
 /// Binds the public and admin listeners of `cfg` and serves until SIGTERM or SIGINT; reloads
-/// from `path`.
-pub async fn serve(cfg: Config, path: PathBuf) -> Result<(), String> {
+/// from `path` (and on SIGHUP). `signals` were installed before anything else, so a signal sent
+/// while the process starts is acted on once it serves.
+pub async fn serve(cfg: Config, path: PathBuf, mut signals: Signals) -> Result<(), String> {
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await
@@ -153,8 +171,9 @@ pub async fn serve(cfg: Config, path: PathBuf) -> Result<(), String> {
     let opts = Options {
         admin: Some(admin),
         config_path: Some(path),
+        hangup: signals.take_hangup(),
     };
-    run_with(cfg, listener, opts, shutdown_signal()).await
+    run_with(cfg, listener, opts, signals.shutdown(|| {})).await
 }
 
 /// Periodic housekeeping until `stop`.
@@ -174,6 +193,7 @@ async fn housekeeping(gateway: Gateway, every: Duration, stop: impl Future<Outpu
 /// stays.
 async fn reload_loop(
     path: PathBuf,
+    hangup: Option<Hangup>,
     initial: Config,
     gateway: Gateway,
     stop: impl Future<Output = ()>,
@@ -185,14 +205,23 @@ async fn reload_loop(
             Vec::new()
         }
     };
-    let mut triggers =
-        match ReloadTriggers::start(&watched(&initial), initial.reload.interval, RELOAD_DEBOUNCE) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch for config changes; reloads are off");
-                return;
-            }
-        };
+    let (files, every) = (watched(&initial), initial.reload.interval);
+    let started = match hangup {
+        Some(h) => Ok(ReloadTriggers::with_hangup(
+            &files,
+            every,
+            RELOAD_DEBOUNCE,
+            h,
+        )),
+        None => ReloadTriggers::start(&files, every, RELOAD_DEBOUNCE),
+    };
+    let mut triggers = match started {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch for config changes; reloads are off");
+            return;
+        }
+    };
     let metrics = gateway.metrics().clone();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -231,36 +260,4 @@ async fn reload_loop(
 /// Resolves when the sender side of `rx` sends or is dropped.
 async fn changed(mut rx: watch::Receiver<()>) {
     let _ = rx.changed().await;
-}
-
-/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once.
-pub async fn shutdown_signal() {
-    let first = wait_for_signal().await;
-    tracing::info!(signal = first, "shutting down");
-    tokio::spawn(async {
-        let second = wait_for_signal().await;
-        tracing::warn!(signal = second, "second signal: exiting now");
-        std::process::exit(130);
-    });
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "ctrl-c"
 }

@@ -118,8 +118,8 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "invalid configuration ({} problems):",
-            self.problems.len()
+            "invalid configuration ({}):",
+            plural(self.problems.len(), "problem")
         )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
@@ -713,6 +713,15 @@ fn toml_syntax(text: &str, e: &toml::de::Error) -> String {
             format!("TOML syntax at line {line}, column {column}: {msg}")
         }
         None => format!("TOML syntax: {msg}"),
+    }
+}
+
+/// `1 problem`, `2 problems`: a count and its noun (regular plurals only).
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

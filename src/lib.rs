@@ -15,7 +15,7 @@
 //! - [`redact`]: the only route from request data to the logs.
 //! - [`access_log`]: request ids and the per-request access-log event.
 //! - [`proxy`]: the lifecycle, in order; [`server`]: listener, limits, graceful stop.
-//! - [`app`]: bind, serve, stop on a signal; [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
+//! - [`app`]: bind, serve, stop on a signal; [`signals`]: SIGTERM/SIGINT/SIGHUP, installed first; [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
 //!
 //! # A request's path
 //! accept ([`server`]) → caller allowed? → route ([`route`]) → credential ([`tenants`]) →
@@ -43,5 +43,6 @@ pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod signals;
 pub mod tenants;
 pub mod upstream;

@@ -1,42 +1,56 @@
-//! The `etelecom-gateway` command: parses the command line, sets up logging, and hands over to
-//! the library. Exit codes: 0 success, 64 invalid configuration, 1 any other failure.
+//! The `etelecom-gateway` command: parses the command line, installs the signal handlers (before
+//! anything is bound or logged), sets up logging, and hands over to the library. Exit codes: 0
+//! success, 1 any other failure, 64 invalid configuration, 130 a second SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use etelecom_gateway::config::Config;
+use etelecom_gateway::config::{Config, plural};
 use etelecom_gateway::logging::{self, LogFormat};
 use etelecom_gateway::secret::ProcessEnv;
+use etelecom_gateway::signals::Signals;
 use etelecom_gateway::{app, demo, mock, probe};
 
 const EXIT_BAD_CONFIG: u8 = 64;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (serve, demo, mock-upstream: stopped by SIGTERM or SIGINT after draining)
+  1    failure (e.g. a port cannot be bound; check --probe: a key refused or eTelecom unreachable)
+  64   invalid configuration (every problem is listed with its key path)
+  130  a second SIGTERM or SIGINT while draining: exited at once";
 
 #[derive(Parser)]
 #[command(
     name = "etelecom-gateway",
     version,
-    about = "A drop-in eTelecom base URL that injects the right key per tenant"
+    about = "A drop-in eTelecom base URL that injects the right key per tenant",
+    after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Log line format (level from RUST_LOG, default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true)]
-    log_format: LogFormat,
+    /// Log line format on stderr (level from RUST_LOG, default info) [default: json; text for
+    /// demo].
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway (SIGTERM/SIGINT drain and stop it, SIGHUP reloads the config).
+    #[command(after_help = EXIT_CODES)]
     Serve {
-        /// The TOML config file.
+        /// The TOML config file (see config/gateway.example.toml).
         #[arg(long, env = "ETELECOM_GATEWAY_CONFIG")]
         config: PathBuf,
     },
     /// Validate a config and resolve every secret it names; print every problem (never a secret).
+    #[command(after_help = EXIT_CODES)]
     Check {
+        /// The TOML config file to validate (see config/gateway.example.toml).
         #[arg(long, env = "ETELECOM_GATEWAY_CONFIG")]
         config: PathBuf,
         /// Also ask eTelecom, with each key, one cheap read and report whether it is accepted.
@@ -44,12 +58,22 @@ enum Command {
         probe: bool,
     },
     /// Start the mock eTelecom and the gateway in front of it, with two demo tenants.
+    #[command(after_help = EXIT_CODES)]
     Demo {
+        /// Where the gateway listens (loopback; port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Also serve the admin endpoints (/metrics, /config, /readyz, /cache/purge) here, e.g.
+        /// 127.0.0.1:9090.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
-    /// Run the project's mock eTelecom on its own (tests, demo, benchmarks).
+    /// Run the project's mock eTelecom on its own (tests, demo, benchmarks). It accepts only the
+    /// demo keys (README: "Serve in front of the mock" lists them).
+    #[command(after_help = EXIT_CODES)]
     MockUpstream {
+        /// Where the mock listens, e.g. 127.0.0.1:9443 (port 0 picks a free port; the bound
+        /// address is logged).
         #[arg(long)]
         listen: SocketAddr,
         /// Serve TLS with a throwaway CA generated at start.
@@ -63,19 +87,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = match &cli.command {
+    let format = cli.log_format.unwrap_or(match cli.command {
         Command::Demo { .. } => LogFormat::Text,
-        _ => cli.log_format,
-    };
-    if let Err(e) = logging::init(format) {
-        eprintln!("cannot set up logging: {e}");
-        return ExitCode::FAILURE;
-    }
+        _ => LogFormat::Json,
+    });
     if let Command::Check {
         config,
         probe: false,
     } = &cli.command
     {
+        if let Err(e) = logging::init(format) {
+            eprintln!("cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
         return check(config).0;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -88,24 +112,48 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The long-running commands take their signals from here on, before anything is bound or
+    // logged; `check --probe` keeps the default actions (Ctrl-C stops it at once).
+    let signals = match &cli.command {
+        Command::Check { .. } => None,
+        _ => match runtime.block_on(async { Signals::install() }) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("cannot install the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Err(e) = logging::init(format) {
+        eprintln!("cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { config } => match Config::load(&config, &ProcessEnv) {
-                Ok(cfg) => app::serve(cfg, config)
-                    .await
-                    .map_err(|e| (ExitCode::FAILURE, e)),
-                Err(e) => Err((ExitCode::from(EXIT_BAD_CONFIG), e.to_string())),
-            },
-            Command::Check { config, .. } => match check(&config) {
+        match (cli.command, signals) {
+            (Command::Check { config, .. }, _) => match check(&config) {
                 (code, None) => Err((code, String::new())),
                 (_, Some(cfg)) => run_probe(&cfg).await,
             },
-            Command::Demo { listen } => demo::run(listen).await.map_err(|e| (ExitCode::FAILURE, e)),
-            Command::MockUpstream {
-                listen,
-                tls,
-                ca_out,
-            } => mock::run_standalone(listen, tls, ca_out, app::shutdown_signal())
+            (_, None) => Err((ExitCode::FAILURE, "no signal handlers".to_owned())),
+            (Command::Serve { config }, Some(signals)) => {
+                match Config::load(&config, &ProcessEnv) {
+                    Ok(cfg) => app::serve(cfg, config, signals)
+                        .await
+                        .map_err(|e| (ExitCode::FAILURE, e)),
+                    Err(e) => Err((ExitCode::from(EXIT_BAD_CONFIG), e.to_string())),
+                }
+            }
+            (Command::Demo { listen, admin }, Some(signals)) => demo::run(listen, admin, signals)
+                .await
+                .map_err(|e| (ExitCode::FAILURE, e)),
+            (
+                Command::MockUpstream {
+                    listen,
+                    tls,
+                    ca_out,
+                },
+                Some(signals),
+            ) => mock::run_standalone(listen, tls, ca_out, signals.shutdown(|| {}))
                 .await
                 .map_err(|e| (ExitCode::FAILURE, e.to_string())),
         }
@@ -114,8 +162,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) if msg.is_empty() => code,
         Err((code, msg)) => {
-            tracing::error!(error = %msg, "exiting");
-            eprintln!("error: {}", msg.trim_end());
+            // Once: a JSON log line for machines, a plain `error:` line for people.
+            match format {
+                LogFormat::Json => tracing::error!(error = %msg.trim_end(), "exiting"),
+                LogFormat::Text => eprintln!("error: {}", msg.trim_end()),
+            }
             code
         }
     }
@@ -129,9 +180,9 @@ fn check(path: &std::path::Path) -> (ExitCode, Option<Config>) {
                 println!("warning: {w}");
             }
             println!(
-                "ok: {} is valid ({} tenants, partner key {})",
+                "ok: {} is valid ({}, partner key {})",
                 path.display(),
-                cfg.tenants.len(),
+                plural(cfg.tenants.len(), "tenant"),
                 if cfg.partner.is_some() {
                     "configured"
                 } else {

@@ -78,10 +78,7 @@ impl fmt::Display for Trigger {
     }
 }
 
-#[cfg(unix)]
-type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangup = ();
+use crate::signals::Hangup;
 
 /// A trigger seen but not yet yielded: kept in the struct so a cancelled [`ReloadTriggers::next`]
 /// loses nothing.
@@ -127,7 +124,23 @@ impl ReloadTriggers {
     ) -> std::io::Result<ReloadTriggers> {
         // Signal and timer set-up panic outside a runtime; make that an error instead.
         tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
-        let hangup = install_hangup()?;
+        Ok(Self::with_hangup(
+            paths,
+            interval,
+            debounce,
+            install_hangup()?,
+        ))
+    }
+
+    /// [`ReloadTriggers::start`] with a SIGHUP receiver installed earlier (see
+    /// [`crate::signals::Signals`]), so a SIGHUP sent before this call is not lost. Call it
+    /// inside a Tokio runtime.
+    pub fn with_hangup(
+        paths: &[PathBuf],
+        interval: Duration,
+        debounce: Duration,
+        hangup: Hangup,
+    ) -> ReloadTriggers {
         let interval = (!interval.is_zero()).then(|| {
             let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
             timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -147,7 +160,7 @@ impl ReloadTriggers {
             pending: None,
         };
         triggers.watch(paths);
-        Ok(triggers)
+        triggers
     }
 
     /// Waits for the next (coalesced) trigger. Cancel-safe (usable in `tokio::select!`): a

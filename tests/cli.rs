@@ -401,3 +401,217 @@ fn curl_to_request(cmd: &str) -> http::Request<http_body_util::Full<bytes::Bytes
     req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap()
 }
+
+/// The help screens: every option of `check`, `demo` and `mock-upstream` says what it is, and
+/// each screen names the exit codes.
+#[test]
+fn help_explains_every_option_and_the_exit_codes() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check", "--help"],
+        &["demo", "--help"],
+        &["mock-upstream", "--help"],
+    ] {
+        let text = help(args);
+        assert!(text.contains("Exit codes:"), "{args:?}: {text}");
+        for code in ["  0 ", "  1 ", "  64 ", "  130 "] {
+            assert!(
+                text.contains(code),
+                "{args:?} lacks exit code {code:?}: {text}"
+            );
+        }
+    }
+    // Each option line is followed by its description, on the same line or the next.
+    let described = |text: &str, flag: &str, words: &str| {
+        let at = text
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} in {text}"));
+        let rest = &text[at..];
+        let end = rest
+            .match_indices("\n  -")
+            .next()
+            .map_or(rest.len(), |(i, _)| i);
+        assert!(
+            rest[..end].contains(words),
+            "{flag} is not described with {words:?}: {}",
+            &rest[..end]
+        );
+    };
+    described(
+        &help(&["check", "--help"]),
+        "--config <CONFIG>",
+        "config file",
+    );
+    described(
+        &help(&["demo", "--help"]),
+        "--listen <LISTEN>",
+        "gateway listens",
+    );
+    described(&help(&["demo", "--help"]), "--admin <ADMIN>", "/metrics");
+    described(
+        &help(&["mock-upstream", "--help"]),
+        "--listen <LISTEN>",
+        "mock listens",
+    );
+}
+
+/// `1 problem`, `1 tenant`: no "(1 problems)".
+#[test]
+fn counts_of_one_are_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "k", "1001:plural-key\n");
+    let tenant = "[[tenants]]\nid = \"acme\"\napi_key = { file = \"k\" }\n";
+    let check = |name: &str, text: &str| {
+        let path = write(dir.path(), name, text);
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ok = check("one.toml", tenant);
+    assert!(
+        ok.contains("is valid (1 tenant, partner key not configured)"),
+        "{ok}"
+    );
+    let bad = check("bad.toml", &format!("[server]\nlisten = \"bad\"\n{tenant}"));
+    assert!(
+        bad.starts_with("invalid configuration (1 problem):"),
+        "{bad}"
+    );
+}
+
+/// A fatal error (here: the port is taken) is printed exactly once, in the chosen log format.
+#[test]
+fn a_fatal_error_is_printed_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "k", "1001:fatal-key\n");
+    let cfg = write(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            "[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[tenants]]\nid = \"acme\"\napi_key = {{ file = \"k\" }}\n"
+        ),
+    );
+    for format in ["json", "text"] {
+        let out = Command::new(BIN)
+            .args(["--log-format", format, "serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(&format!("cannot listen on {addr}")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{format}: {stderr}");
+        match format {
+            "json" => {
+                let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                assert_eq!(v["level"], "ERROR", "{v}");
+            }
+            _ => assert!(lines[0].starts_with("error: "), "{stderr}"),
+        }
+    }
+    drop(taken);
+}
+
+/// `demo --log-format json` logs JSON lines (the demo's default is text); `--admin` serves
+/// `/metrics` and `/config`; the access log's `duration_ms` is rounded to microseconds; a demo
+/// without an admin listener does not mention `/readyz` when it drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_honours_log_format_and_admin() {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "demo",
+        "--log-format",
+        "json",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .env("RUST_LOG", "info");
+    let mut demo = Proc::spawn(cmd);
+    let ready = demo.wait_for_each(START, &["gateway listening", "Press Ctrl-C"]);
+    let v: serde_json::Value = serde_json::from_str(&ready[0]).expect("a JSON log line");
+    let admin = v["admin"].as_str().unwrap().to_owned();
+    let shown = demo.log_text();
+    assert!(shown.contains(&format!("http://{admin}")), "{shown}");
+    let client = common::client();
+    let get = |path: &str| {
+        http::Request::get(format!("http://{admin}{path}"))
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    let metrics = common::send(&client, get("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("etelecom_gateway_build_info"));
+    let config = common::send(&client, get("/config")).await;
+    assert_eq!(config.status, 200);
+    assert_eq!(config.json()["tenants"][0]["id"], "acme");
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.log_text());
+    assert!(
+        demo.log_text().contains("/readyz is 503"),
+        "with an admin listener"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_text_logs_round_durations_and_skip_readyz_without_admin() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info");
+    let mut demo = Proc::spawn(cmd);
+    let ready = demo
+        .wait_for_each(START, &["gateway listening", "Press Ctrl-C"])
+        .swap_remove(0);
+    assert!(
+        !ready.trim_start().starts_with('{'),
+        "text by default: {ready}"
+    );
+    let addr: std::net::SocketAddr = ready
+        .split("listen=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen= in {ready}"));
+    let r = common::send(
+        &common::client(),
+        common::post(
+            addr,
+            common::SHOP_API,
+            Some("acme"),
+            r#"{"extension_number":"101"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let line = demo.wait_for(START, "duration_ms=");
+    let ms = line
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    let decimals = ms.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(decimals <= 3 && ms.parse::<f64>().is_ok(), "{line}");
+    assert_eq!(demo.interrupt(), Some(0), "{}", demo.log_text());
+    let log = demo.log_text();
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        !log.contains("/readyz"),
+        "no admin listener, no /readyz: {log}"
+    );
+}

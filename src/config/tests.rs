@@ -461,7 +461,10 @@ api_key = { env = "ACME_API_KEY" }
 
     // The Display lists them all.
     let shown = parse(text).expect_err("invalid").to_string();
-    assert!(shown.starts_with(&format!("invalid configuration ({} problems):", got.len())));
+    assert!(shown.starts_with(&format!(
+        "invalid configuration ({}):",
+        super::plural(got.len(), "problem")
+    )));
     for p in &got {
         assert!(shown.contains(&format!("  - {p}\n")), "{shown}");
     }

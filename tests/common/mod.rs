@@ -190,6 +190,7 @@ impl Harness {
         let opts = etelecom_gateway::app::Options {
             admin: Some(admin_listener),
             config_path: None,
+            hangup: None,
         };
         let task = tokio::spawn(async move {
             etelecom_gateway::app::run_with(cfg, listener, opts, async {

@@ -98,6 +98,20 @@ impl Proc {
         self.wait_line(within, &format!("{needle:?}"), |l| l.contains(needle))
     }
 
+    /// Waits (at most `within` in all) until every needle has appeared in a line read so far or
+    /// to come, whatever their order (stdout and stderr lines interleave freely); returns the
+    /// line of each.
+    pub fn wait_for_each(&mut self, within: Duration, needles: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        needles
+            .iter()
+            .map(|n| match self.log.iter().find(|l| l.contains(n)) {
+                Some(l) => l.clone(),
+                None => self.wait_for(deadline.saturating_duration_since(Instant::now()), n),
+            })
+            .collect()
+    }
+
     /// Takes the lines already available, without waiting; returns how many there were.
     pub fn read_available(&mut self) -> usize {
         let mut n = 0;
