@@ -1,5 +1,5 @@
 //! Running the gateway as a process: the public and admin listeners, the background tasks
-//! (config reload, rate-limit housekeeping) and the shutdown sequence. `main.rs` parses the
+//! (config reload, rate-limit housekeeping, fleet mode's Redis probe) and the shutdown sequence. `main.rs` parses the
 //! command line and calls in here; tests call [`run`] with their own listeners and shutdown.
 //!
 //! Shutdown: when `shutdown` resolves, `/readyz` turns 503 at once; after
@@ -26,6 +26,8 @@ use crate::signals::{Hangup, Signals};
 
 /// How long a burst of file events is coalesced into one reload.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How often fleet mode PINGs Redis (and so how soon after Redis returns fleet mode resumes).
+const CLUSTER_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What a run needs besides the config and the public listener.
 #[derive(Default)]
@@ -87,6 +89,10 @@ pub async fn run_with(
     tasks.push(tokio::spawn(housekeeping(
         gateway.clone(),
         cfg.rate_limit.housekeeping_interval,
+        changed(stopped.clone()),
+    )));
+    tasks.push(tokio::spawn(cluster_probe(
+        gateway.clone(),
         changed(stopped.clone()),
     )));
     if let Some(path) = opts.config_path {
@@ -184,6 +190,21 @@ async fn housekeeping(gateway: Gateway, every: Duration, stop: impl Future<Outpu
         tokio::select! {
             () = &mut stop => break,
             _ = ticks.tick() => gateway.housekeeping().await,
+        }
+    }
+}
+
+/// Fleet mode's background probe until `stop`: a PING every [`CLUSTER_PROBE_INTERVAL`] keeps
+/// `cluster_up` true to Redis and closes the circuit once Redis answers again (requests do not
+/// call Redis while it is open). Without `[cluster]` a tick does nothing.
+async fn cluster_probe(gateway: Gateway, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    let mut ticks = tokio::time::interval(CLUSTER_PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = ticks.tick() => gateway.cluster_probe().await,
         }
     }
 }

@@ -24,9 +24,11 @@ use toml::{Table, Value};
 
 use crate::secret::{ApiKey, SecretRef, SecretSource};
 
+mod cluster;
 mod limits;
 mod ops;
 mod view;
+pub use cluster::{ClusterConfig, OnUnavailable};
 pub use limits::{CacheConfig, RateLimitConfig, RateMode, RatePolicy};
 pub use ops::{AdminConfig, MetricsConfig, ReloadConfig, ShutdownConfig};
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub reload: ReloadConfig,
     pub metrics: MetricsConfig,
+    /// `[cluster]`: fleet mode through Redis. `None` = one process on its own.
+    pub cluster: Option<ClusterConfig>,
     /// Every file this config was read from: the config file itself (when loaded from one), the
     /// secret files and the CA file. A change to any of them triggers a reload.
     pub files: Vec<PathBuf>,
@@ -198,6 +202,9 @@ impl Config {
         let reload = p.reload(section);
         let section = root.table(&mut p, "metrics");
         let metrics = p.metrics(section);
+        let cluster = root
+            .optional_table(&mut p, "cluster")
+            .and_then(|s| p.cluster(s));
         let had_partner = root.table.contains_key("partner");
         let partner = root
             .optional_table(&mut p, "partner")
@@ -244,6 +251,7 @@ impl Config {
                 shutdown,
                 reload,
                 metrics,
+                cluster,
                 files: p.files,
                 warnings: p.warnings,
             }),
@@ -330,6 +338,16 @@ impl Section {
     /// Takes a secret reference. Serde's own messages are never used here: they would echo an
     /// inline key back into the error.
     fn secret(&mut self, p: &mut Parser<'_>, key: &str) -> Option<ApiKey> {
+        self.secret_with(p, key, |r, dir, src| r.load(dir, src))
+    }
+
+    /// Takes a secret reference and resolves it with `load` (an eTelecom key, a Redis URL).
+    fn secret_with<T>(
+        &mut self,
+        p: &mut Parser<'_>,
+        key: &str,
+        load: impl FnOnce(&SecretRef, &Path, &dyn SecretSource) -> Result<T, String>,
+    ) -> Option<T> {
         let path = self.key_path(key);
         let v = self.table.remove(key)?;
         let r = match &v {
@@ -350,7 +368,7 @@ impl Section {
                 format!("{path}.file")
             }
         };
-        match r.load(p.base_dir, p.source) {
+        match load(&r, p.base_dir, p.source) {
             Ok(k) => Some(k),
             Err(e) => {
                 p.problem(&key_path, e);

@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::catalogue::KeyClass;
-use crate::ratelimit::RateLimitHeaders;
+use crate::ratelimit::{RateLimitHeaders, Unavailable};
 use crate::upstream::UpstreamError;
 
 /// What went wrong, from the caller's point of view. `status()` and `code()` are exhaustive
@@ -54,10 +54,18 @@ pub enum GatewayError {
         retry_after: Duration,
         headers: RateLimitHeaders,
     },
+    #[error("fleet mode: Redis is unavailable and cluster.on_unavailable = \"reject\"")]
+    ClusterUnavailable,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl From<Unavailable> for GatewayError {
+    fn from(_: Unavailable) -> Self {
+        Self::ClusterUnavailable
+    }
 }
 
 impl GatewayError {
@@ -75,6 +83,7 @@ impl GatewayError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout | UpstreamError::ConnectTimeout => {
                     StatusCode::GATEWAY_TIMEOUT
@@ -106,6 +115,7 @@ impl GatewayError {
                 "bad_route"
             }
             Self::RateLimited { .. } => "resource_exhausted",
+            Self::ClusterUnavailable => "unavailable",
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout | UpstreamError::ConnectTimeout => "deadline_exceeded",
                 UpstreamError::Connect
@@ -137,6 +147,9 @@ impl GatewayError {
             Self::BodyRead => "request body could not be read",
             Self::BadPurge(reason) => reason,
             Self::RateLimited { .. } => "rate limit exceeded for this eTelecom key",
+            Self::ClusterUnavailable => {
+                "the gateway fleet's shared rate-limit store is unavailable; try again shortly"
+            }
             Self::Upstream(e) => match e {
                 UpstreamError::Connect => "eTelecom is unreachable",
                 UpstreamError::ConnectTimeout => "timed out connecting to eTelecom",
@@ -238,6 +251,7 @@ mod tests {
                 429,
                 "resource_exhausted",
             ),
+            (GatewayError::ClusterUnavailable, 503, "unavailable"),
             (UpstreamError::Connect.into(), 502, "unavailable"),
             (UpstreamError::Tls.into(), 502, "unavailable"),
             (UpstreamError::Protocol.into(), 502, "unavailable"),

@@ -14,6 +14,8 @@
 //! - [`error`]: [`error::GatewayError`] and the one place it becomes a response.
 //! - [`redact`]: the only route from request data to the logs.
 //! - [`access_log`]: request ids and the per-request access-log event.
+//! - [`cluster`]: fleet mode: the shared Redis (client, circuit, Lua scripts, key schema,
+//!   invalidation bus) behind `[cluster]`.
 //! - [`proxy`]: the lifecycle, in order; [`server`]: listener, limits, graceful stop.
 //! - [`app`]: bind, serve, stop on a signal; [`signals`]: SIGTERM/SIGINT/SIGHUP, installed first; [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
 //!
@@ -28,6 +30,7 @@ pub mod app;
 pub mod body;
 pub mod cache;
 pub mod catalogue;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

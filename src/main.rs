@@ -198,8 +198,8 @@ fn check(path: &std::path::Path) -> (ExitCode, Option<Config>) {
     }
 }
 
-/// `check --probe`: one line per key; exit 1 when any key is refused or eTelecom is
-/// unreachable.
+/// `check --probe`: one line per key (and one for Redis with `[cluster]`); exit 1 when any key
+/// is refused, eTelecom is unreachable or Redis does not answer.
 async fn run_probe(cfg: &Config) -> Result<(), (ExitCode, String)> {
     let results = probe::probe(cfg)
         .await
@@ -207,7 +207,18 @@ async fn run_probe(cfg: &Config) -> Result<(), (ExitCode, String)> {
     for r in &results {
         println!("probe: {r}");
     }
-    if results.iter().all(probe::Probe::accepted) {
+    let redis_ok = match probe::probe_cluster(cfg).await {
+        None => true,
+        Some(Ok(line)) => {
+            println!("probe: {line}");
+            true
+        }
+        Some(Err(line)) => {
+            println!("probe: {line}");
+            false
+        }
+    };
+    if redis_ok && results.iter().all(probe::Probe::accepted) {
         Ok(())
     } else {
         Err((ExitCode::FAILURE, String::new()))

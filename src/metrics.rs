@@ -20,6 +20,11 @@
 //! | `config_last_reload_success_timestamp_seconds` | gauge (unix seconds) | |
 //! | `in_flight_requests`, `open_connections` | gauge | |
 //! | `build_info` | gauge (= 1) | `version` |
+//! | `cluster_up` | gauge (0/1; only with `[cluster]`) | |
+//! | `cluster_requests_total` | counter | `op` (`ratelimit`, `pause`, `publish`, `ping`, `subscribe`), `result` (`ok`, `error`, `timeout`, `circuit_open`) |
+//! | `cluster_duration_seconds` | histogram | `op` |
+//! | `cluster_fallback_total` | counter | `reason` (`circuit_open`, `error`, `timeout`) |
+//! | `cache_remote_invalidations_total` | counter (only with `[cluster]`) | |
 //!
 //! `tenant` is the tenant id, `-` for a partner-level call (no tenant), or `all` for every call
 //! when the config sets `tenant_label = false`. `method` is the catalogue label
@@ -54,8 +59,9 @@ mod render;
 mod tests;
 
 use labels::{
-    BuildLabels, CacheRequestLabels, CauseLabels, CredentialLabels, DurationLabels, KindLabels,
-    MethodLabels, RateLimitLabels, RequestLabels, ResultLabels,
+    BuildLabels, CacheRequestLabels, CauseLabels, ClusterRequestLabels, CredentialLabels,
+    DurationLabels, KindLabels, MethodLabels, NoLabels, OpLabels, RateLimitLabels, ReasonLabels,
+    RequestLabels, ResultLabels,
 };
 pub use render::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, render};
 
@@ -86,6 +92,15 @@ impl Source {
             Self::Upstream => "upstream",
         }
     }
+}
+
+/// Histogram buckets for one Redis call: 100 µs to 1 s.
+pub const CLUSTER_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+fn cluster_histogram() -> Histogram {
+    Histogram::new(CLUSTER_BUCKETS)
 }
 
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
@@ -135,6 +150,11 @@ pub struct Metrics {
     config_last_success: Gauge<f64, AtomicU64>,
     in_flight: Gauge,
     open_connections: Gauge,
+    cluster_up: Family<NoLabels, Gauge>,
+    cluster_requests: Family<ClusterRequestLabels, Counter>,
+    cluster_duration: HistogramFamily<OpLabels>,
+    cluster_fallback: Family<ReasonLabels, Counter>,
+    remote_invalidations: Family<NoLabels, Counter>,
 }
 
 /// Holds a gauge up by one; takes it back down when dropped. `'static` and `Send`, so it can
@@ -245,7 +265,7 @@ impl Metrics {
             r,
             "config_last_reload_success_timestamp",
             "Unix time of the last configuration load or reload that succeeded or found nothing to change",
-            seconds,
+            seconds.clone(),
             Gauge::default(),
         );
         let in_flight = register(
@@ -261,6 +281,41 @@ impl Metrics {
             "Client connections open",
             None,
             Gauge::default(),
+        );
+        let cluster_up = register(
+            r,
+            "cluster_up",
+            "1 while the shared Redis answers, 0 while the gateway runs on its fallback (fleet mode only)",
+            None,
+            Family::default(),
+        );
+        let cluster_requests = register(
+            r,
+            "cluster_requests",
+            "Redis calls, by operation and result (circuit_open: not sent)",
+            None,
+            Family::default(),
+        );
+        let cluster_duration = register(
+            r,
+            "cluster_duration",
+            "Time spent on one Redis call, by operation",
+            seconds,
+            Family::new_with_constructor(cluster_histogram as fn() -> Histogram),
+        );
+        let cluster_fallback = register(
+            r,
+            "cluster_fallback",
+            "Rate-limit decisions taken without Redis (on_unavailable), by reason",
+            None,
+            Family::default(),
+        );
+        let remote_invalidations = register(
+            r,
+            "cache_remote_invalidations",
+            "Invalidation and purge messages from other gateways applied to this cache",
+            None,
+            Family::default(),
         );
         let build_info: Family<BuildLabels, Gauge> = register(
             r,
@@ -294,7 +349,49 @@ impl Metrics {
             config_last_success,
             in_flight,
             open_connections,
+            cluster_up,
+            cluster_requests,
+            cluster_duration,
+            cluster_fallback,
+            remote_invalidations,
         }
+    }
+
+    /// Fleet mode: whether Redis answers (`cluster_up`).
+    pub fn set_cluster_up(&self, up: bool) {
+        self.cluster_up
+            .get_or_create(&NoLabels {})
+            .set(i64::from(up));
+    }
+
+    /// One Redis call: `op` is `ratelimit`, `pause`, `publish`, `ping` or `subscribe`; `result`
+    /// is `ok`, `error`, `timeout` or `circuit_open` (not sent; no duration then).
+    pub fn cluster_request(
+        &self,
+        op: &'static str,
+        result: &'static str,
+        elapsed: Option<Duration>,
+    ) {
+        self.cluster_requests
+            .get_or_create(&ClusterRequestLabels { op, result })
+            .inc();
+        if let Some(d) = elapsed {
+            self.cluster_duration
+                .get_or_create(&OpLabels { op })
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// One decision taken without Redis: `reason` is `circuit_open`, `error` or `timeout`.
+    pub fn cluster_fallback(&self, reason: &'static str) {
+        self.cluster_fallback
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// One invalidation or purge message from another gateway applied.
+    pub fn remote_invalidation(&self) {
+        self.remote_invalidations.get_or_create(&NoLabels {}).inc();
     }
 
     /// The `tenant` label value: the id, `-` without a tenant, `all` when tenants are not labelled.

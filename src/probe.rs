@@ -6,6 +6,9 @@
 //! partner-issued `shop_key` (CurrentAccount does not take that key class). A key is refused
 //! when eTelecom answers 401, or 403 other than a quota answer; any other answer means eTelecom
 //! accepted the key.
+//!
+//! With `[cluster]`, [`probe_cluster`] also PINGs Redis and reports the answer; the URL is shown
+//! with its password as a fingerprint.
 
 use std::fmt;
 
@@ -121,4 +124,15 @@ pub async fn probe(cfg: &Config) -> Result<Vec<Probe>, String> {
         });
     }
     Ok(out)
+}
+
+/// `check --probe` with `[cluster]`: one line about Redis (`Ok` when it answered PING), the URL
+/// with its password as a fingerprint. `None` without `[cluster]`.
+pub async fn probe_cluster(cfg: &Config) -> Option<Result<String, String>> {
+    let c = cfg.cluster.as_ref()?;
+    let url = c.redis_url.shown();
+    Some(match crate::cluster::ping(c).await {
+        Ok(answer) => Ok(format!("redis {url}: answered {answer}")),
+        Err(why) => Err(format!("redis {url}: FAILED ({why})")),
+    })
 }

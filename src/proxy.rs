@@ -143,6 +143,15 @@ impl Gateway {
         self.refresh_cache_gauges().await;
     }
 
+    /// Fleet mode: one PING to Redis (its answer closes an open circuit); nothing without
+    /// `[cluster]`. Called by the app's background probe.
+    pub async fn cluster_probe(&self) {
+        let cluster = self.inner.state.load().cluster.clone();
+        if let Some(c) = cluster {
+            let _ = c.probe().await;
+        }
+    }
+
     /// Sets the cache size gauges from the cache itself.
     pub async fn refresh_cache_gauges(&self) {
         let state = self.inner.state.load_full();
@@ -285,7 +294,7 @@ impl Gateway {
         } = call;
         let tenant = cred.tenant.map(|t| &t.id);
         let key_class = cred.key_class.as_str();
-        let decision = state.limiter.acquire(bucket).await;
+        let decision = state.limiter.acquire(bucket).await?;
         metrics.ratelimit_decision(tenant, key_class, decision.outcome.as_str());
         if let Some(retry_after) = decision.retry_after {
             return Err(GatewayError::RateLimited {
@@ -329,12 +338,10 @@ impl Gateway {
                 "response body"
             );
         }
-        let paused = state.limiter.observe_upstream(
-            bucket,
-            upstream.status,
-            &upstream.headers,
-            &upstream.body,
-        );
+        let paused = state
+            .limiter
+            .observe_upstream(bucket, upstream.status, &upstream.headers, &upstream.body)
+            .await;
         if let Some(pause) = paused {
             tracing::warn!(
                 tenant = log.tenant.as_deref().unwrap_or("-"),

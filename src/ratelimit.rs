@@ -502,6 +502,19 @@ impl<C: Clock> RateLimiter<C> {
         self.any_paused.store(any, Ordering::Release);
     }
 
+    /// The decision for a paused credential, without touching its bucket; `None` when it is not
+    /// paused (the shared limiter asks this first: a paused credential costs no Redis call).
+    fn paused_decision(&self, bucket: Bucket<'_>) -> Option<Decision> {
+        let (tenant, class) = bucket.slot();
+        let wait = self.paused_for(tenant, class)?;
+        let probe = Probe::Denied {
+            policy: self.policy_of(tenant),
+            outcome: Outcome::UpstreamPaused,
+            wait,
+        };
+        Some(self.decide(bucket, probe, false))
+    }
+
     /// How many default-policy buckets are held (idle ones go at the next housekeeping).
     pub fn tracked_buckets(&self) -> usize {
         self.default.len()
@@ -631,8 +644,11 @@ fn wait_time<P: Reference>(not_until: &NotUntil<P>, now: P) -> Duration {
 
 mod feedback;
 mod headers;
+mod shared;
 #[cfg(test)]
 mod tests;
 
 pub use feedback::upstream_backoff;
 use headers::{Applied, ceil_secs};
+pub(crate) use shared::Limiter;
+pub use shared::Unavailable;

@@ -49,9 +49,17 @@ impl<F: Fn(&str) -> Option<String> + Send + Sync> SecretSource for F {
 }
 
 impl SecretRef {
-    /// Resolves the reference. The error text names the source, never the value.
+    /// Resolves the reference to an eTelecom key. The error text names the source, never the
+    /// value.
     pub fn load(&self, base_dir: &Path, source: &dyn SecretSource) -> Result<ApiKey, String> {
-        let raw = match self {
+        let raw = self.load_text(base_dir, source)?;
+        ApiKey::new(&raw).map_err(|why| format!("{} {why}", self.describe()))
+    }
+
+    /// Resolves the reference to its text (not empty, one trailing newline of a file trimmed).
+    /// The error text names the source, never the value.
+    pub fn load_text(&self, base_dir: &Path, source: &dyn SecretSource) -> Result<String, String> {
+        Ok(match self {
             // A key pasted where the variable's name goes must not be echoed back.
             Self::Env(name) if !valid_env_name(name) => {
                 return Err(
@@ -81,11 +89,10 @@ impl SecretRef {
                 }
                 trimmed.to_owned()
             }
-        };
-        ApiKey::new(&raw).map_err(|why| format!("{} {why}", self.describe()))
+        })
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Env(name) => format!("environment variable {name}"),
             Self::File(path) => format!("secret file {}", path.display()),
@@ -186,6 +193,122 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// A Redis URL (`[cluster] redis_url`), which may hold a password (`redis://:pw@host`,
+/// `rediss://user:pw@host`, `unix:///path?pass=pw`). It never prints the password: `Debug`,
+/// `Display` and [`RedisUrl::shown`] put its short SHA-256 fingerprint in its place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    text: String,
+    shown: String,
+    password: Option<String>,
+}
+
+impl RedisUrl {
+    /// Checks the scheme and the shape; the error never quotes the URL.
+    pub fn new(text: &str) -> Result<Self, &'static str> {
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "unix://", "redis+unix://"];
+        if !SCHEMES.iter().any(|s| text.starts_with(s)) {
+            return Err("must start with redis://, rediss:// (TLS) or unix://");
+        }
+        if text.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("holds whitespace or non-ASCII characters");
+        }
+        let (shown, password) = Self::mask(text);
+        Ok(Self {
+            text: text.to_owned(),
+            shown,
+            password,
+        })
+    }
+
+    /// The URL itself, for the Redis client only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// The password the URL holds, if any (for secret scrubbing; never for printing).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// What the scrubber keeps out of logs: the password (when there is one) and the whole URL.
+    pub fn secret_values(&self) -> impl Iterator<Item = &[u8]> {
+        self.password
+            .iter()
+            .map(|p| p.as_bytes())
+            .chain(self.password.is_some().then_some(self.text.as_bytes()))
+    }
+
+    /// The URL with its password replaced by `sha256:<8 hex digits>`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Splits out the password (user info of a `redis[s]://` URL, or a `pass` / `password`
+    /// query parameter) and builds the shown form.
+    fn mask(text: &str) -> (String, Option<String>) {
+        let fp = |pw: &str| {
+            let d = ring::digest::digest(&ring::digest::SHA256, pw.as_bytes());
+            let hex: String = d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        };
+        let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
+        let (before_query, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let mut password = None;
+        let mut shown = format!("{scheme}://");
+        let authority_end = before_query.find('/').unwrap_or(before_query.len());
+        let (authority, path) = before_query.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                match userinfo.split_once(':') {
+                    Some((user, pw)) if !pw.is_empty() => {
+                        shown.push_str(&format!("{user}:{}@", fp(pw)));
+                        password = Some(pw.to_owned());
+                    }
+                    _ => shown.push_str(&format!("{}@", fp(userinfo))),
+                }
+                if password.is_none() && !userinfo.contains(':') {
+                    // `redis://password@host` is read as a password by some clients.
+                    password = Some(userinfo.to_owned());
+                }
+                shown.push_str(host);
+            }
+            None => shown.push_str(authority),
+        }
+        shown.push_str(path);
+        if let Some(q) = query {
+            let parts: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if k == "pass" || k == "password" => {
+                        password = Some(v.to_owned());
+                        format!("{k}={}", fp(v))
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            shown.push('?');
+            shown.push_str(&parts.join("&"));
+        }
+        (shown, password)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.shown)
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +380,32 @@ mod tests {
         assert_eq!(values, [CANARY.as_bytes(), b"canary-secret-value"]);
         let no_colon = ApiKey::new("opaque-token").expect("key");
         assert_eq!(no_colon.secret_values().count(), 1);
+    }
+
+    #[test]
+    fn redis_url_never_prints_its_password() {
+        for (url, shown_prefix) in [
+            ("redis://:canary-pw@127.0.0.1:6379/0", "redis://:sha256:"),
+            (
+                "rediss://app:canary-pw@redis.example:6380",
+                "rediss://app:sha256:",
+            ),
+            (
+                "unix:///run/redis.sock?db=1&pass=canary-pw",
+                "unix:///run/redis.sock?db=1&pass=sha256:",
+            ),
+        ] {
+            let u = RedisUrl::new(url).expect(url);
+            assert_eq!(u.password(), Some("canary-pw"), "{url}");
+            assert!(u.shown().starts_with(shown_prefix), "{}", u.shown());
+            for printed in [u.shown().to_owned(), format!("{u}"), format!("{u:?}")] {
+                assert!(!printed.contains("canary"), "{printed}");
+            }
+        }
+        let plain = RedisUrl::new("redis://127.0.0.1:6379").expect("plain");
+        assert_eq!(plain.shown(), "redis://127.0.0.1:6379");
+        assert_eq!(plain.password(), None);
+        assert!(RedisUrl::new("http://127.0.0.1").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! How the configuration's secrets appear outside the process: the effective configuration as
 //! JSON, for the admin `GET /config` (every value as the gateway uses it, defaults filled in,
 //! and every key shown only as a short fingerprint (`sha256:1a2b3c4d`) so ops can tell which key
-//! version is loaded without seeing it), and the list of secret values that the scrubber must
-//! keep out of logs and relayed bodies ([`Config::secret_values`]).
+//! version is loaded without seeing it; the Redis URL's password likewise), and the list of
+//! secret values that the scrubber must keep out of logs and relayed bodies
+//! ([`Config::secret_values`]).
 
 use serde_json::{Value, json};
 
@@ -36,9 +37,11 @@ impl Config {
             .tenants
             .iter()
             .flat_map(|t| t.api_key.iter().chain(t.shop_key.iter()));
+        let redis = self.cluster.iter().flat_map(|c| c.redis_url.secret_values());
         partner
             .chain(tenants)
             .flat_map(ApiKey::secret_values)
+            .chain(redis)
             .collect()
     }
 
@@ -119,6 +122,12 @@ impl Config {
                 "watch": self.reload.watch,
             },
             "metrics": { "tenant_label": self.metrics.tenant_label },
+            "cluster": self.cluster.as_ref().map(|c| json!({
+                "redis_url": c.redis_url.shown(),
+                "key_prefix": &*c.key_prefix,
+                "timeout_ms": c.timeout.as_millis() as u64,
+                "on_unavailable": c.on_unavailable.as_str(),
+            })),
         })
     }
 }

@@ -63,3 +63,24 @@ pub(super) struct ResultLabels {
 pub(super) struct BuildLabels {
     pub(super) version: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ClusterRequestLabels {
+    pub(super) op: &'static str,
+    pub(super) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OpLabels {
+    pub(super) op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ReasonLabels {
+    pub(super) reason: &'static str,
+}
+
+/// No labels: a family of one series that only appears once it is set (fleet-mode metrics stay
+/// absent on a gateway without `[cluster]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NoLabels {}

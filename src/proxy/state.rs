@@ -4,15 +4,17 @@
 //! started with while new requests use the new one.
 //!
 //! A reload keeps what did not change: the upstream client (and its warm connection pool) when
-//! `[upstream]` is the same, the limiter (and its buckets) when the limits are the same, and the
-//! cache (and its entries) when `[cache]` and the tenant set are the same.
+//! `[upstream]` is the same, the limiter (and its buckets) when the limits are the same, the
+//! cache (and its entries) when `[cache]` and the tenant set are the same, and the Redis client
+//! (and its connection and circuit) when `[cluster]` is the same.
 
 use std::sync::Arc;
 
 use crate::cache::Cache;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::ratelimit::{self, RateLimiter};
+use crate::ratelimit::{self, Limiter, RateLimiter};
 use crate::redact::Scrubber;
 use crate::tenants::Tenants;
 use crate::upstream::Upstream;
@@ -23,8 +25,10 @@ pub(crate) struct State {
     /// Every secret value of this config, for logs and relayed error bodies.
     pub scrubber: Scrubber,
     pub upstream: Upstream,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: Arc<Limiter>,
     pub cache: Option<Arc<Cache>>,
+    /// Fleet mode's shared Redis (`[cluster]`).
+    pub cluster: Option<Cluster>,
 }
 
 /// What a reload did.
@@ -47,11 +51,24 @@ impl State {
             Some(p) if p.config.upstream == cfg.upstream => p.upstream.clone(),
             _ => Upstream::new(&cfg.upstream)?,
         };
+        let cluster = match (previous, &cfg.cluster) {
+            (_, None) => None,
+            (Some(p), Some(c)) if p.config.cluster.as_ref() == Some(c) => p.cluster.clone(),
+            (_, Some(c)) => Some(Cluster::new(c, metrics.clone())?),
+        };
         let settings = limiter_settings(&cfg);
-        let limiter = match previous {
-            Some(p) if limiter_settings(&p.config) == settings => p.limiter.clone(),
+        let local = match previous {
+            Some(p) if limiter_settings(&p.config) == settings => p.limiter.local().clone(),
             _ => Arc::new(RateLimiter::new(settings)),
         };
+        // The back end is chosen here, once per snapshot; the proxy never asks which.
+        let limiter = Arc::new(match &cluster {
+            None => Limiter::Local(local),
+            Some(c) => Limiter::Shared {
+                local,
+                cluster: c.clone(),
+            },
+        });
         let same_tenants = |p: &State| {
             p.config.tenants.len() == cfg.tenants.len()
                 && p.config
@@ -76,6 +93,7 @@ impl State {
             upstream,
             limiter,
             cache,
+            cluster,
             config: cfg,
         })
     }

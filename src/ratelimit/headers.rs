@@ -13,9 +13,9 @@ use super::{Policy, PolicyName, RateLimitHeaders};
 #[derive(Debug)]
 pub(super) struct Applied {
     pub(super) name: PolicyName,
-    burst: u32,
+    pub(super) burst: u32,
     /// Emission interval (`1 / rps`) in nanoseconds, at least 1 (as governor clamps it).
-    interval_nanos: u64,
+    pub(super) interval_nanos: u64,
     policy_header: HeaderValue,
 }
 
@@ -48,7 +48,12 @@ impl Applied {
 
     /// After a permit was taken: `r` is what is left, `t` the time until the bucket is full.
     pub(super) fn allowed(&self, snapshot: &StateSnapshot) -> RateLimitHeaders {
-        let remaining = snapshot.remaining_burst_capacity().min(self.burst);
+        self.allowed_remaining(snapshot.remaining_burst_capacity())
+    }
+
+    /// [`Applied::allowed`] from the count left (the shared limiter's answer).
+    pub(super) fn allowed_remaining(&self, remaining: u32) -> RateLimitHeaders {
+        let remaining = remaining.min(self.burst);
         let missing = u128::from(self.burst - remaining);
         let full_in = (missing * u128::from(self.interval_nanos)).div_ceil(1_000_000_000);
         self.headers(remaining, u64::try_from(full_in).unwrap_or(u64::MAX))

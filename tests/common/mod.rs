@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proc;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -420,4 +421,30 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .map(|(_, v)| v.parse::<f64>().unwrap())
         .reduce(|a, b| a + b)
+}
+
+/// An installed tool (`name`, from Debian's `package`) on `PATH`. Missing: `None` after printing
+/// SKIPPED, or a failure when `CI` is set (CI installs the package).
+pub fn external_tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    });
+    match found {
+        Some(p) => Some(p),
+        None if std::env::var_os("CI").is_some() => panic!(
+            "{test}: `{name}` is not on PATH and CI is set (install Debian's `{package}` package)"
+        ),
+        None => {
+            eprintln!(
+                "SKIPPED {test}: `{name}` is not on PATH (Debian: apt-get install {package})"
+            );
+            None
+        }
+    }
 }

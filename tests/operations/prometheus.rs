@@ -17,30 +17,9 @@ use crate::support::{
     CALL_LOGS, EXTENSION_INFO, Http, config, poll, runtime, start_mock, try_poll, write_config,
 };
 
-/// A tool from Debian's `prometheus` package. Missing: `None` after printing SKIPPED, or a
-/// failure when `CI` is set (CI installs the package).
+/// A tool from Debian's `prometheus` package (see [`common::external_tool`]).
 fn external_tool(name: &str, test: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| {
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
-    match found {
-        Some(p) => Some(p),
-        None if std::env::var_os("CI").is_some() => panic!(
-            "{test}: `{name}` is not on PATH and CI is set (install Debian's `prometheus` package)"
-        ),
-        None => {
-            eprintln!(
-                "SKIPPED {test}: `{name}` is not on PATH (Debian: apt-get install prometheus)"
-            );
-            None
-        }
-    }
+    crate::common::external_tool(name, "prometheus", test)
 }
 
 /// Traffic that touches every kind of series: cache misses and hits, a forwarded upstream

@@ -1,0 +1,18 @@
+//! Fleet mode end to end: two or three gateway processes (`serve`, the real binary) sharing one
+//! real `redis-server` and one mock eTelecom. Shared limits and pauses (`fleet/limits.rs`).
+//!
+//! `redis-server` comes from Debian's `redis-server` package; each test starts its own on a
+//! free loopback port and stops it by PID (`common::redis`). Without it the tests print SKIPPED
+//! and pass, unless `CI` is set: then they fail. Every wait is a log line, a condition or a poll
+//! with a deadline.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "fleet/support.rs"]
+mod fleet_support;
+#[path = "fleet/limits.rs"]
+mod limits;
+#[path = "operations/support.rs"]
+#[allow(dead_code)]
+mod support;
