@@ -37,7 +37,10 @@ impl Config {
             .tenants
             .iter()
             .flat_map(|t| t.api_key.iter().chain(t.shop_key.iter()));
-        let redis = self.cluster.iter().flat_map(|c| c.redis_url.secret_values());
+        let redis = self
+            .cluster
+            .iter()
+            .flat_map(|c| c.redis_url.secret_values());
         partner
             .chain(tenants)
             .flat_map(ApiKey::secret_values)
