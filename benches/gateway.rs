@@ -79,6 +79,7 @@ api_key = {{ file = "acme.api" }}
 
 fn request(uri: &str, path: &str) -> Request<Full<Bytes>> {
     Request::post(format!("{uri}{path}"))
+        .header("host", "gateway")
         .header("x-tenant-id", "acme")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(BODY.as_bytes())))

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted in a request body (the body's own
+    /// object is depth 1).
+    pub max_json_depth: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -472,6 +475,10 @@ impl Parser<'_> {
                 "must be between 8192 and 1048576".into(),
             );
         }
+        let max_json_depth: u64 = s.take_or(self, "max_json_depth", 64);
+        if !(1..=1024).contains(&max_json_depth) {
+            self.problem("server.max_json_depth", "must be between 1 and 1024".into());
+        }
         s.finish(self);
         Some(ServerConfig {
             listen: listen?,
@@ -482,6 +489,7 @@ impl Parser<'_> {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             header_read_timeout,
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+            max_json_depth: usize::try_from(max_json_depth).unwrap_or(usize::MAX),
         })
     }
 

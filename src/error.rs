@@ -41,8 +41,16 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("absolute-form request targets are not accepted")]
     AbsoluteForm,
+    #[error("no Host header")]
+    MissingHost,
+    #[error("more than one Host, or a Host that differs from :authority")]
+    ConflictingHost,
     #[error("body is not a JSON object")]
     BodyNotJsonObject,
+    #[error("body is not valid UTF-8")]
+    BodyNotUtf8,
+    #[error("body nests JSON deeper than server.max_json_depth")]
+    BodyTooDeep,
     #[error("bad purge request: {0}")]
     BadPurge(&'static str),
     #[error("body larger than {limit} bytes")]
@@ -74,8 +82,14 @@ impl GatewayError {
             Self::MissingTenant
             | Self::MalformedTenant
             | Self::DuplicateTenant
-            | Self::BodyNotJsonObject => StatusCode::BAD_REQUEST,
-            Self::AbsoluteForm | Self::BodyRead | Self::BadPurge(_) => StatusCode::BAD_REQUEST,
+            | Self::BodyNotJsonObject
+            | Self::BodyNotUtf8
+            | Self::BodyTooDeep => StatusCode::BAD_REQUEST,
+            Self::AbsoluteForm
+            | Self::MissingHost
+            | Self::ConflictingHost
+            | Self::BodyRead
+            | Self::BadPurge(_) => StatusCode::BAD_REQUEST,
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -104,8 +118,12 @@ impl GatewayError {
             | Self::MalformedTenant
             | Self::DuplicateTenant
             | Self::BodyNotJsonObject
+            | Self::BodyNotUtf8
+            | Self::BodyTooDeep
             | Self::BodyTooLarge { .. }
             | Self::AbsoluteForm
+            | Self::MissingHost
+            | Self::ConflictingHost
             | Self::BodyRead
             | Self::BadPurge(_) => "invalid_argument",
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
@@ -142,7 +160,13 @@ impl GatewayError {
             Self::UnknownMethodRejected => "method is not in the gateway's catalogue",
             Self::MethodNotAllowed => "only POST is accepted",
             Self::AbsoluteForm => "absolute-form request targets are not accepted",
+            Self::MissingHost => "request has no Host header",
+            Self::ConflictingHost => {
+                "request has more than one Host, or a Host that differs from :authority"
+            }
             Self::BodyNotJsonObject => "request body must be a JSON object",
+            Self::BodyNotUtf8 => "request body is not valid UTF-8",
+            Self::BodyTooDeep => "request body nests arrays and objects too deeply",
             Self::BodyTooLarge { .. } => "request body is too large",
             Self::BodyRead => "request body could not be read",
             Self::BadPurge(reason) => reason,
@@ -228,6 +252,10 @@ mod tests {
             (GatewayError::MissingTenant, 400, "invalid_argument"),
             (GatewayError::BodyNotJsonObject, 400, "invalid_argument"),
             (GatewayError::DuplicateTenant, 400, "invalid_argument"),
+            (GatewayError::BodyNotUtf8, 400, "invalid_argument"),
+            (GatewayError::BodyTooDeep, 400, "invalid_argument"),
+            (GatewayError::MissingHost, 400, "invalid_argument"),
+            (GatewayError::ConflictingHost, 400, "invalid_argument"),
             (GatewayError::BadPurge("x"), 400, "invalid_argument"),
             (GatewayError::UnknownTenant, 403, "permission_denied"),
             (GatewayError::CallerNotAllowed, 403, "permission_denied"),

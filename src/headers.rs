@@ -24,7 +24,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Caller headers that never go upstream, besides the hop-by-hop set and the tenant header.
-const NEVER_UPSTREAM: [HeaderName; 9] = [
+/// The method- and URL-override headers are dropped so that no server behind the gateway can
+/// be talked into another method or path than the one the gateway routed.
+const NEVER_UPSTREAM: [HeaderName; 12] = [
     header::AUTHORIZATION,
     header::COOKIE,
     header::HOST,
@@ -34,6 +36,9 @@ const NEVER_UPSTREAM: [HeaderName; 9] = [
     header::EXPECT,
     header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// Removes the hop-by-hop set and every header that `Connection` names.
@@ -126,6 +131,9 @@ mod tests {
             ),
             ("x-request-id", "abc"),
             ("accept", "application/json"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/v1/partner.Misc/CurrentAccount"),
+            ("x-rewrite-url", "/v1/partner.Misc/CurrentAccount"),
         ]);
         let bearer = HeaderValue::from_static("Bearer 1:k");
         let host = HeaderValue::from_static("api.etelecom.vn");

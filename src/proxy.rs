@@ -38,6 +38,10 @@ use state::State;
 
 pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
+/// How long the unread body of a refused request is read before the answer goes out anyway
+/// (NGINX's `lingering_timeout` plays the same part).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How a response relates to the cache, for `X-Cache`, the access log and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -218,6 +222,10 @@ impl Gateway {
         resp
     }
 
+    /// The lifecycle; a request refused before its body was read has the body read (and
+    /// dropped, within `max_body_bytes` and [`LINGER`]) before the answer goes out, so that the
+    /// caller sees a clean end of its request: an HTTP/2 client is not reset mid-upload, an
+    /// HTTP/1.1 connection stays usable.
     async fn process<B>(
         &self,
         state: &State,
@@ -228,20 +236,44 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let result = self.steps(state, parts, &mut body, log).await;
+        if let (Err(_), Some(unread)) = (&result, body) {
+            let limit = state.config.server.max_body_bytes;
+            let none = http::HeaderMap::new();
+            let _ = tokio::time::timeout(LINGER, body::collect_limited(&none, unread, limit)).await;
+        }
+        result
+    }
+
+    async fn steps<B>(
+        &self,
+        state: &State,
+        mut parts: request::Parts,
+        body: &mut Option<B>,
+        log: &mut AccessLog,
+    ) -> Result<Response<Full<Bytes>>, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let cfg = &state.config;
         let peer = log.peer.ip();
         tenants::allowed(Some(&cfg.server.allowed_callers), peer)?;
-        let (mut parts, body) = req.into_parts();
-        let route = route::resolve(&parts.method, &parts.uri, cfg.routing.unknown_methods)?;
+        let route = route::resolve(&parts, cfg.routing.unknown_methods)?;
         log.method = route.label();
         let tenant = state.tenants.tenant(&parts.headers, route.key_class)?;
         log.tenant = tenant.map(|t| t.id.clone());
         log.key_class = Some(route.key_class);
         let cred = state.tenants.credential(tenant, route.key_class, peer)?;
 
+        let body = body
+            .take()
+            .ok_or(GatewayError::Internal("request body taken twice"))?;
         let body = body::collect_limited(&parts.headers, body, cfg.server.max_body_bytes).await?;
         log.bytes_in = body.len();
-        let body = body::json_object(body)?;
+        let body = body::json_object(body, cfg.server.max_json_depth)?;
         if tracing::enabled!(Level::DEBUG) {
             let secrets = route
                 .method

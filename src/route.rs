@@ -1,7 +1,13 @@
 //! Routing: which request targets the gateway forwards, and which catalogue entry (hence which
 //! key class) each one maps to. Everything else is answered here and never forwarded.
+//!
+//! HTTP/1.1 and HTTP/2 (h2c or h2) are routed the same way. The request target must be in
+//! origin form (`/v1/...`): on HTTP/1 a scheme or authority in the target is an absolute-form
+//! request and refused; on HTTP/2 the scheme and `:authority` pseudo-headers are always there
+//! and are the Host. The Host must be given exactly once: one `Host` header on HTTP/1.1 (HTTP/1.0
+//! may omit it), and on HTTP/2 `:authority` or one `Host`, equal when both are sent.
 
-use http::{Method as HttpMethod, Uri};
+use http::{HeaderMap, Method as HttpMethod, Uri, Version, header, request};
 
 use crate::catalogue::{Catalogue, KeyClass, Method, Prefix, split_path};
 use crate::config::UnknownMethods;
@@ -23,19 +29,47 @@ impl Route {
     }
 }
 
-/// Resolves a request target. The query string is never forwarded (eTelecom takes none).
-pub fn resolve(
-    method: &HttpMethod,
-    uri: &Uri,
-    unknown: UnknownMethods,
-) -> Result<Route, GatewayError> {
-    if method == HttpMethod::CONNECT {
+/// Resolves a request: its target form and Host first ([`check_target`]), then its path. The
+/// query string is never forwarded (eTelecom takes none).
+pub fn resolve(parts: &request::Parts, unknown: UnknownMethods) -> Result<Route, GatewayError> {
+    if parts.method == HttpMethod::CONNECT {
         return Err(GatewayError::MethodNotAllowed);
+    }
+    check_target(parts.version, &parts.uri, &parts.headers)?;
+    resolve_path(&parts.method, parts.uri.path(), unknown)
+}
+
+/// The target form and the Host, by HTTP version (see the module docs).
+pub fn check_target(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::ConflictingHost);
+    }
+    if version == Version::HTTP_2 || version == Version::HTTP_3 {
+        return match (uri.authority(), host) {
+            (None, None) => Err(GatewayError::MissingHost),
+            (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h.to_str().unwrap_or("")) => {
+                Err(GatewayError::ConflictingHost)
+            }
+            _ => Ok(()),
+        };
     }
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(GatewayError::AbsoluteForm);
     }
-    let path = uri.path();
+    if host.is_none() && version != Version::HTTP_10 && version != Version::HTTP_09 {
+        return Err(GatewayError::MissingHost);
+    }
+    Ok(())
+}
+
+/// Routes an origin-form path.
+pub fn resolve_path(
+    method: &HttpMethod,
+    path: &str,
+    unknown: UnknownMethods,
+) -> Result<Route, GatewayError> {
     let (prefix, _) = split_path(path).ok_or(GatewayError::UnknownRoute)?;
     if method != HttpMethod::POST {
         return Err(GatewayError::MethodNotAllowed);
@@ -64,12 +98,20 @@ pub fn resolve(
 mod tests {
     use super::*;
 
+    fn parts(method: &str, target: &str, version: Version, hosts: &[&str]) -> request::Parts {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .version(version);
+        for h in hosts {
+            req = req.header(header::HOST, *h);
+        }
+        req.body(()).expect("request").into_parts().0
+    }
+
     fn route(method: &str, target: &str) -> Result<Route, GatewayError> {
-        resolve(
-            &method.parse().expect("method"),
-            &target.parse().expect("uri"),
-            UnknownMethods::Forward,
-        )
+        let p = parts(method, target, Version::HTTP_11, &["gw"]);
+        resolve(&p, UnknownMethods::Forward)
     }
 
     #[test]
@@ -89,9 +131,9 @@ mod tests {
         assert_eq!((r.key_class, r.label()), (KeyClass::ApiKey, "other"));
         let r = route("POST", "/v1/partner.Etelecom/PartnerRemoveHotline").expect("route");
         assert_eq!((r.key_class, r.label()), (KeyClass::ShopKey, "other"));
-        let err = resolve(
+        let err = resolve_path(
             &HttpMethod::POST,
-            &"/v1/shop.Etelecom/GetDriverConfig".parse().expect("uri"),
+            "/v1/shop.Etelecom/GetDriverConfig",
             UnknownMethods::Reject,
         )
         .unwrap_err();
@@ -124,11 +166,52 @@ mod tests {
             assert_eq!(err.status().as_u16(), *status, "{m} {t}");
         }
         let connect = resolve(
-            &HttpMethod::CONNECT,
-            &"api.etelecom.vn:443".parse().expect("authority-form"),
+            &parts("CONNECT", "api.etelecom.vn:443", Version::HTTP_11, &["gw"]),
             UnknownMethods::Forward,
         )
         .unwrap_err();
         assert_eq!(connect.status().as_u16(), 405);
+    }
+
+    #[test]
+    fn host_rules_by_version() {
+        const PATH: &str = "/v1/shop.Etelecom/GetExtensionInfo";
+        const ABS: &str = "http://gw/v1/shop.Etelecom/GetExtensionInfo";
+        let check = |target: &str, v: Version, hosts: &[&str]| {
+            let p = parts("POST", target, v, hosts);
+            check_target(p.version, &p.uri, &p.headers)
+        };
+        assert!(check(PATH, Version::HTTP_11, &["gw"]).is_ok());
+        assert!(check(PATH, Version::HTTP_10, &[]).is_ok());
+        assert!(matches!(
+            check(PATH, Version::HTTP_11, &[]),
+            Err(GatewayError::MissingHost)
+        ));
+        for v in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            assert!(
+                matches!(
+                    check(PATH, v, &["gw", "gw"]),
+                    Err(GatewayError::ConflictingHost)
+                ),
+                "{v:?}"
+            );
+        }
+        // HTTP/2: :authority is the host; a Host header must agree with it.
+        assert!(check(ABS, Version::HTTP_2, &[]).is_ok());
+        assert!(check(ABS, Version::HTTP_2, &["GW"]).is_ok());
+        assert!(check(PATH, Version::HTTP_2, &["gw"]).is_ok());
+        assert!(matches!(
+            check(PATH, Version::HTTP_2, &[]),
+            Err(GatewayError::MissingHost)
+        ));
+        assert!(matches!(
+            check(ABS, Version::HTTP_2, &["other"]),
+            Err(GatewayError::ConflictingHost)
+        ));
+        // HTTP/1.1: absolute form stays refused.
+        assert!(matches!(
+            check(ABS, Version::HTTP_11, &["gw"]),
+            Err(GatewayError::AbsoluteForm)
+        ));
     }
 }

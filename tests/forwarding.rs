@@ -5,6 +5,8 @@
 mod common;
 
 use common::{Harness, PARTNER_LEVEL, PARTNER_SHOP, SHOP_API, Setup};
+
+const CALL_LOGS: &str = "/v1/shop.Etelecom/ListCallLogs";
 use etelecom_gateway::mock::MockKeyType;
 
 #[tokio::test]
@@ -77,6 +79,9 @@ async fn caller_credentials_and_tenant_header_never_reach_upstream() {
                     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 ),
                 ("x-request-id", "caller-request-1"),
+                ("x-http-method-override", "DELETE"),
+                ("x-original-url", "/v1/partner.Misc/CurrentAccount"),
+                ("x-rewrite-url", "/v1/partner.Misc/CurrentAccount"),
             ],
         )
         .await;
@@ -91,6 +96,9 @@ async fn caller_credentials_and_tenant_header_never_reach_upstream() {
         "x-tenant-id",
         "x-private-hop",
         "x-forwarded-for",
+        "x-http-method-override",
+        "x-original-url",
+        "x-rewrite-url",
     ] {
         assert!(!got.headers.contains_key(gone), "{gone} reached upstream");
     }
@@ -270,6 +278,52 @@ async fn bodies_must_be_json_objects_under_the_limit() {
         .await
         .assert_gateway_error(413, "invalid_argument");
     assert_eq!(h.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn bodies_must_be_utf8_and_nest_at_most_max_json_depth() {
+    let h = Harness::start().await;
+    let send = |body: Vec<u8>| {
+        let mut req = common::post(h.addr, CALL_LOGS, Some("acme"), "");
+        *req.body_mut() = http_body_util::Full::new(bytes::Bytes::from(body));
+        h.send(req)
+    };
+    let r = send(b"{\"name\":\"caf\xe9\"}".to_vec()).await;
+    r.assert_gateway_error(400, "invalid_argument");
+    assert_eq!(r.json()["msg"], "request body is not valid UTF-8");
+    let nested = |depth: usize| {
+        let mut s = "{\"a\":".repeat(depth - 1);
+        s.push_str("{}");
+        s.push_str(&"}".repeat(depth - 1));
+        s.into_bytes()
+    };
+    let lists = format!("{{\"a\":{}{}}}", "[".repeat(9_999), "]".repeat(9_999));
+    for deep in [nested(65), lists.into_bytes()] {
+        let r = send(deep).await;
+        r.assert_gateway_error(400, "invalid_argument");
+        assert_eq!(
+            r.json()["msg"],
+            "request body nests arrays and objects too deeply"
+        );
+    }
+    assert_eq!(h.mock.request_count(), 0, "nothing was forwarded");
+    let at_limit = nested(64);
+    assert_eq!(send(at_limit.clone()).await.status, 200);
+    assert_eq!(h.mock.received()[0].body, at_limit);
+
+    let shallow = Harness::with(Setup {
+        server: "max_json_depth = 2".into(),
+        ..Setup::default()
+    })
+    .await;
+    let r = shallow
+        .call(CALL_LOGS, Some("acme"), r#"{"a":{"b":[1]}}"#)
+        .await;
+    r.assert_gateway_error(400, "invalid_argument");
+    let r = shallow
+        .call(CALL_LOGS, Some("acme"), r#"{"a":{"b":"[[[{{{"}}"#)
+        .await;
+    assert_eq!(r.status, 200, "brackets inside strings do not count");
 }
 
 #[tokio::test]

@@ -120,6 +120,48 @@ async fn garbage_never_wedges_the_gateway() {
     assert_eq!(h.call(SHOP_API, Some("acme"), "{}").await.status, 200);
 }
 
+/// Sends one raw HTTP/1 request on a fresh connection (which it closes) and returns the answer.
+async fn raw(h: &Harness, head: &str) -> String {
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(format!("{head}connection: close\r\ncontent-length: 2\r\n\r\n{{}}").as_bytes())
+        .await
+        .unwrap();
+    read_to_close(&mut s, Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_host_must_be_given_exactly_once() {
+    let h = Harness::start().await;
+    let line = format!("POST {SHOP_API} HTTP/1.1\r\nx-tenant-id: acme\r\n");
+    for (head, msg) in [
+        (line.clone(), "request has no Host header"),
+        (
+            format!("{line}host: a\r\nhost: b\r\n"),
+            "request has more than one Host",
+        ),
+        (
+            format!("{line}host: a\r\nhost: a\r\n"),
+            "request has more than one Host",
+        ),
+    ] {
+        let answer = raw(&h, &head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?} -> {answer}");
+        assert!(answer.contains("\"code\":\"invalid_argument\""), "{answer}");
+        assert!(answer.contains("\"source\":\"gateway\""), "{answer}");
+        assert!(answer.contains(msg), "{answer}");
+    }
+    assert_eq!(h.mock.request_count(), 0);
+    let answer = raw(&h, &format!("{line}host: gw\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // HTTP/1.0 predates Host: it may leave it out.
+    let answer = raw(
+        &h,
+        &format!("POST {SHOP_API} HTTP/1.0\r\nx-tenant-id: acme\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_non_utf8_tenant_header_is_a_400() {
     let h = Harness::start().await;

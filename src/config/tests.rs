@@ -136,6 +136,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(s.max_connections, 4096);
     assert_eq!(s.header_read_timeout, Duration::from_millis(10_000));
     assert_eq!(s.max_header_bytes, 16 * 1024);
+    assert_eq!(s.max_json_depth, 64);
     assert_eq!(c.shutdown.grace, Duration::from_secs(25));
     assert_eq!(c.shutdown.drain_delay, Duration::from_secs(5));
     assert_eq!(
@@ -1066,6 +1067,16 @@ fn max_header_bytes_bounds() {
     assert_eq!(parse_ok(&mhb(1_048_576)).server.max_header_bytes, 1_048_576);
     for n in [0, 8191, 1_048_577] {
         assert_paths(&mhb(n), &["server.max_header_bytes"]);
+    }
+}
+
+#[test]
+fn max_json_depth_bounds() {
+    let d = |n: i64| with_tenant(&format!("[server]\nmax_json_depth = {n}\n"));
+    assert_eq!(parse_ok(&d(1)).server.max_json_depth, 1);
+    assert_eq!(parse_ok(&d(1024)).server.max_json_depth, 1024);
+    for n in [0, 1025, -1] {
+        assert_paths(&d(n), &["server.max_json_depth"]);
     }
 }
 

@@ -69,6 +69,7 @@ impl Config {
                 "max_connections": s.max_connections,
                 "header_read_timeout_ms": s.header_read_timeout.as_millis() as u64,
                 "max_header_bytes": s.max_header_bytes,
+                "max_json_depth": s.max_json_depth,
             },
             "upstream": {
                 "base_url": format!("{}://{}{}", u.scheme, u.authority, u.path_prefix),
