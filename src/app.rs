@@ -1,5 +1,6 @@
 //! Running the gateway as a process: the public and admin listeners, the background tasks
-//! (config reload, rate-limit housekeeping, fleet mode's Redis probe) and the shutdown sequence. `main.rs` parses the
+//! (config reload, rate-limit housekeeping, fleet mode's Redis probe and invalidation
+//! subscriber) and the shutdown sequence. `main.rs` parses the
 //! command line and calls in here; tests call [`run`] with their own listeners and shutdown.
 //!
 //! Shutdown: when `shutdown` resolves, `/readyz` turns 503 at once; after
@@ -92,6 +93,10 @@ pub async fn run_with(
         changed(stopped.clone()),
     )));
     tasks.push(tokio::spawn(cluster_probe(
+        gateway.clone(),
+        changed(stopped.clone()),
+    )));
+    tasks.push(tokio::spawn(crate::cluster::bus::subscriber(
         gateway.clone(),
         changed(stopped.clone()),
     )));

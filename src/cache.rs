@@ -13,6 +13,9 @@
 //! - Staleness: an entry lives on past its freshness for `stale_if_error` (never past its
 //!   `expires_at`), so it can be served as STALE when eTelecom fails.
 //! - Memory: bounded by `max_bytes` through a weigher over key and body.
+//! - Fleet mode: other gateways' invalidations arrive through `cluster::bus`; while they may be
+//!   missed the cache is *incoherent* ([`Cache::set_coherent`]) and serves no entry older than
+//!   [`INCOHERENT_MAX_AGE`].
 //!
 //! This module never calls eTelecom itself: the proxy hands it the fetch future.
 
@@ -22,7 +25,7 @@ pub mod purge;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -34,6 +37,10 @@ use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 
 pub use purge::PurgeScope;
+
+/// Fleet mode: while other gateways' invalidations may be missed, the longest an entry is
+/// served (a short effective TTL: the bound on staleness during a Redis outage).
+pub const INCOHERENT_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Fixed cost per entry in the weigher (key and entry structs, moka bookkeeping).
 const ENTRY_OVERHEAD: usize = 160;
@@ -113,6 +120,8 @@ pub struct Cache {
     generations: HashMap<Arc<str>, Box<[AtomicU64]>>,
     cfg: CacheConfig,
     metrics: Arc<Metrics>,
+    /// Set while invalidations from other gateways may be missed (fleet mode only).
+    incoherent: AtomicBool,
 }
 
 impl Cache {
@@ -152,7 +161,14 @@ impl Cache {
             generations,
             cfg: cfg.clone(),
             metrics,
+            incoherent: AtomicBool::new(false),
         }
+    }
+
+    /// Fleet mode: `false` while invalidations from other gateways may be missed; entries older
+    /// than [`INCOHERENT_MAX_AGE`] are not served then (a miss refills them).
+    pub fn set_coherent(&self, coherent: bool) {
+        self.incoherent.store(!coherent, Ordering::Release);
     }
 
     /// Whether answers of `method` may be stored.
@@ -186,6 +202,14 @@ impl Cache {
     pub async fn lookup(&self, key: &CacheKey) -> Lookup {
         match self.store.get(key).await {
             None => Lookup::Absent,
+            Some(e)
+                if self.incoherent.load(Ordering::Acquire)
+                    && e.stored_at.elapsed() > INCOHERENT_MAX_AGE =>
+            {
+                // Taken out, so that the fill that follows refreshes it.
+                self.store.invalidate(key).await;
+                Lookup::Absent
+            }
             Some(e) if Instant::now() < e.fresh_until => Lookup::Fresh(e),
             Some(e) => Lookup::Stale(e),
         }

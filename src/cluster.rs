@@ -23,6 +23,7 @@
 //! Every call is bounded by `timeout_ms`; failures open the circuit ([`health`]) and callers
 //! take their `on_unavailable` path; errors are described by kind only (never the URL).
 
+pub(crate) mod bus;
 pub(crate) mod health;
 mod scripts;
 
@@ -90,6 +91,8 @@ pub(crate) struct Cluster {
 }
 
 struct Inner {
+    /// For the invalidation subscriber's own connection.
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
@@ -126,10 +129,11 @@ impl Cluster {
             .set_response_timeout(Some(cfg.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| format!("cluster.redis_url: {}", describe(&e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                client: client.clone(),
                 conn,
                 prefix: cfg.key_prefix.clone(),
                 timeout: cfg.timeout,
@@ -273,6 +277,10 @@ pub(crate) fn describe(e: &RedisError) -> String {
             }
             _ => format!("Redis answered {code}"),
         };
+    }
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return "Redis refused the credentials (authentication failed); check the password in redis_url"
+            .to_owned();
     }
     let kind = if e.is_timeout() {
         "timed out"

@@ -24,6 +24,8 @@ use tracing::Level;
 use crate::access_log::{AccessLog, REQUEST_ID, RequestIds};
 use crate::cache::PurgeScope;
 use crate::catalogue::Catalogue;
+use crate::cluster::Cluster;
+use crate::cluster::bus::{self, Event};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, Source};
@@ -171,12 +173,41 @@ impl Gateway {
         self.inner.state.load().tenants.get(id).is_some()
     }
 
-    /// Drops the cached entries `scope` names; returns how many went.
+    /// Drops the cached entries `scope` names, here and (fleet mode) on every gateway; returns
+    /// how many went here.
     pub async fn purge(&self, scope: &PurgeScope) -> usize {
         let state = self.inner.state.load_full();
-        match &state.cache {
-            Some(c) => c.purge(scope.tenant(), scope.method()).await,
-            None => 0,
+        state
+            .invalidations
+            .purge(state.cache.as_deref(), scope)
+            .await
+    }
+
+    /// Fleet mode: the current snapshot's Redis.
+    pub(crate) fn cluster(&self) -> Option<Cluster> {
+        self.inner.state.load().cluster.clone()
+    }
+
+    /// Fleet mode: whether other gateways' invalidations arrive (the subscriber says).
+    pub(crate) fn set_cache_coherent(&self, coherent: bool) {
+        if let Some(c) = &self.inner.state.load().cache {
+            c.set_coherent(coherent);
+        }
+    }
+
+    /// Fleet mode: drops every entry of this gateway's cache only (after a subscription gap).
+    pub(crate) async fn purge_local(&self) {
+        let state = self.inner.state.load_full();
+        if let Some(c) = &state.cache {
+            c.purge(None, None).await;
+        }
+    }
+
+    /// Fleet mode: applies another gateway's invalidation or purge.
+    pub(crate) async fn apply_remote(&self, event: &Event) {
+        let state = self.inner.state.load_full();
+        if let Some(c) = &state.cache {
+            bus::apply(c, event).await;
         }
     }
 
@@ -396,7 +427,8 @@ impl Gateway {
         }
         if let (Some(cache), Some(m)) = (&state.cache, route.method) {
             if upstream.status.is_success() && !m.read_only {
-                cache.invalidate_after_write(cred.tenant.map(|t| &*t.id), m);
+                let tenant = cred.tenant.map(|t| &*t.id);
+                state.invalidations.after_write(cache, tenant, m).await;
             }
         }
         Ok(Forwarded {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::cluster::Cluster;
+use crate::cluster::bus::Invalidations;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::{self, Limiter, RateLimiter};
@@ -29,6 +30,8 @@ pub(crate) struct State {
     pub cache: Option<Arc<Cache>>,
     /// Fleet mode's shared Redis (`[cluster]`).
     pub cluster: Option<Cluster>,
+    /// Local generation bumps, plus a publish in fleet mode.
+    pub invalidations: Invalidations,
 }
 
 /// What a reload did.
@@ -93,6 +96,10 @@ impl State {
             upstream,
             limiter,
             cache,
+            invalidations: match &cluster {
+                None => Invalidations::Local,
+                Some(c) => Invalidations::Fleet(c.clone()),
+            },
             cluster,
             config: cfg,
         })

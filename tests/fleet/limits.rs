@@ -67,6 +67,7 @@ fn a_burst_split_across_gateways_stays_within_one_credential_budget() {
         .find(|(k, _, _)| k == "fleet-test:rl:{acme:api_key}:tat")
         .unwrap_or_else(|| panic!("{keys:?}"));
     assert!(tat.1 > 0 && tat.1 <= 25_000, "TTL {} ms", tat.1);
+    f.assert_no_secrets_in_redis(&[]);
 }
 
 /// A tenant's own key, its partner-issued shop key, and another tenant: three buckets, each
@@ -98,6 +99,7 @@ fn shop_and_partner_keys_and_tenants_are_separate_buckets() {
     ] {
         assert!(keys.iter().any(|x| x == k), "{k} in {keys:?}");
     }
+    f.assert_no_secrets_in_redis(&[]);
 }
 
 /// eTelecom answers gateway A with 429 and `Retry-After: 2`: gateway B answers that credential
@@ -156,4 +158,5 @@ fn a_quota_answer_to_one_gateway_pauses_the_credential_on_all() {
         );
         assert_eq!(f.mock.request_count(), 3);
     });
+    f.assert_no_secrets_in_redis(&[]);
 }
