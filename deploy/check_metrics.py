@@ -37,12 +37,13 @@ SOURCE = Path("src/metrics.rs")
 COUNTERS = [
     "requests", "upstream_errors", "cache_requests", "cache_evictions", "cache_invalidations",
     "ratelimit_decisions", "credential_rejections", "config_reloads",
+    "cluster_requests", "cluster_fallback", "cache_remote_invalidations",
 ]
 GAUGES = [
     "cache_entries", "cache_bytes", "config_last_reload_success_timestamp_seconds",
-    "in_flight_requests", "open_connections", "build_info",
+    "in_flight_requests", "open_connections", "build_info", "cluster_up",
 ]
-HISTOGRAMS = ["request_duration_seconds", "upstream_duration_seconds"]
+HISTOGRAMS = ["request_duration_seconds", "upstream_duration_seconds", "cluster_duration_seconds"]
 P = "etelecom_gateway_"
 EXPORTED = (
     {f"{P}{c}_total" for c in COUNTERS}
