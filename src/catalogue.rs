@@ -1,10 +1,15 @@
-//! The eTelecom method table: for each `/v1/{shop,partner}.<Service>/<Method>` path, which key it
-//! needs, whether it only reads, where its `expires_at` sits, which fields are secret and which
+//! The eTelecom method table: for each gateway path, which credential it needs, where that
+//! credential goes (a Bearer header or the JSON body's `username` / `password`), which upstream
+//! serves it, whether it only reads, where its `expires_at` sits, which fields are secret and which
 //! cached reads a success makes stale.
 //!
 //! The table is the project's own copy of the API notes (`catalogue/methods.json`), compiled into
-//! the binary and parsed once. The two `sms.etelecom.vn` entries are dropped: that product lives
-//! on another host with body-borne credentials, so the gateway does not route it.
+//! the binary and parsed once. Two route families:
+//! - the eTelecom API, `/v1/{shop,partner}.<Service>/<Method>`, served by `[upstream]` with a
+//!   Bearer key;
+//! - SMS brandname, whose entries are full `https://sms.etelecom.vn/api/<Service>/<Method>` URLs in
+//!   the notes: the gateway serves them as `/sms/api/<Service>/<Method>`, forwards them to `[sms]`
+//!   as `/api/<Service>/<Method>`, and puts the tenant's SMS account into the body.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,11 +23,50 @@ const METHODS_JSON: &str = include_str!("catalogue/methods.json");
 /// elsewhere is eTelecom's error code, which logs need.
 const METHOD_SCOPED_SECRETS: &[&str] = &["code"];
 
+/// The SMS API's host, as the notes write it.
+const SMS_HOST: &str = "https://sms.etelecom.vn";
+/// The gateway path prefix of the SMS route family.
+pub const SMS_PREFIX: &str = "/sms";
+/// The JSON body fields an SMS credential is written into (username first, then password). They
+/// are secret in every logged SMS request body.
+pub const BODY_CREDENTIAL_FIELDS: [&str; 2] = ["username", "password"];
+
 /// Which path family a request is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Prefix {
     Shop,
     Partner,
+    /// `/sms/api/<Service>/<Method>`: SMS brandname.
+    Sms,
+}
+
+impl Prefix {
+    /// The upstream that serves this family.
+    pub fn target(self) -> Target {
+        match self {
+            Self::Shop | Self::Partner => Target::Api,
+            Self::Sms => Target::Sms,
+        }
+    }
+}
+
+/// Which upstream serves a route: one `Upstream` client each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `[upstream]`: the eTelecom API.
+    Api,
+    /// `[sms]`: the SMS brandname host.
+    Sms,
+}
+
+/// Where a credential goes in the request sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// `Authorization: Bearer <key>`.
+    Header,
+    /// The JSON body's [`BODY_CREDENTIAL_FIELDS`], set over whatever the caller sent; no
+    /// `Authorization` header.
+    Body,
 }
 
 /// The credential a method needs.
@@ -34,6 +78,8 @@ pub enum KeyClass {
     ShopKey,
     /// The partner's own `api_key`, on partner-level `/v1/partner.*` methods (no tenant).
     Partner,
+    /// The tenant's SMS account (`username` + `password`), on `/sms/api/*`.
+    Sms,
 }
 
 impl KeyClass {
@@ -43,6 +89,15 @@ impl KeyClass {
             Self::ApiKey => "api_key",
             Self::ShopKey => "shop_key",
             Self::Partner => "partner",
+            Self::Sms => "sms",
+        }
+    }
+
+    /// Where this credential goes in the upstream request.
+    pub fn placement(self) -> Placement {
+        match self {
+            Self::ApiKey | Self::ShopKey | Self::Partner => Placement::Header,
+            Self::Sms => Placement::Body,
         }
     }
 
@@ -51,6 +106,9 @@ impl KeyClass {
             Self::ApiKey => "this method needs the tenant's api_key, which is not configured",
             Self::ShopKey => "this method needs the tenant's shop_key, which is not configured",
             Self::Partner => "this method needs the partner api_key, which is not configured",
+            Self::Sms => {
+                "this method needs the tenant's sms credentials (username and password), which are not configured"
+            }
         }
     }
 }
@@ -77,9 +135,10 @@ pub struct MethodId(pub u16);
 #[derive(Debug)]
 pub struct Method {
     pub id: MethodId,
-    /// `/v1/shop.Etelecom/GetExtensionInfo`
+    /// The gateway path: `/v1/shop.Etelecom/GetExtensionInfo`, `/sms/api/OmniMessage/SendMessage`.
     pub path: Box<str>,
-    /// `shop.Etelecom/GetExtensionInfo`: the closed-set name used in logs and metrics.
+    /// `shop.Etelecom/GetExtensionInfo`, `sms.OmniMessage/SendMessage`: the closed-set name used
+    /// in logs and metrics.
     pub label: Box<str>,
     /// `GetExtensionInfo`
     pub name: Box<str>,
@@ -128,11 +187,15 @@ impl Catalogue {
     }
 
     fn parse(json: &str) -> Result<Catalogue, String> {
-        let raw: Vec<RawEntry> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let raw: Vec<RawEntry> = raw
-            .into_iter()
-            .filter(|e| e.path.starts_with("/v1/"))
-            .collect();
+        let mut raw: Vec<RawEntry> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        // SMS entries are full URLs in the notes: they become gateway paths under `/sms`.
+        for e in &mut raw {
+            for p in std::iter::once(&mut e.path).chain(e.invalidates.iter_mut()) {
+                if let Some(rest) = p.strip_prefix(SMS_HOST) {
+                    *p = format!("{SMS_PREFIX}{rest}");
+                }
+            }
+        }
         let mut by_path = HashMap::new();
         for (i, e) in raw.iter().enumerate() {
             let id = MethodId(u16::try_from(i).map_err(|_| "too many methods")?);
@@ -164,9 +227,18 @@ impl Catalogue {
                 ("partner", Prefix::Partner) => KeyClass::Partner,
                 ("shop", Prefix::Partner) => KeyClass::ShopKey,
                 ("shop", Prefix::Shop) => KeyClass::ApiKey,
+                // The notes say "shop" for the tenant-specific SMS account.
+                ("shop", Prefix::Sms) => KeyClass::Sms,
                 (k, _) => return Err(format!("{}: key {k} on this prefix", e.path)),
             };
             let mut request_secrets = global_secrets.clone();
+            if key_class.placement() == Placement::Body {
+                for f in BODY_CREDENTIAL_FIELDS {
+                    if !request_secrets.iter().any(|s| &**s == f) {
+                        request_secrets.push(f.into());
+                    }
+                }
+            }
             let mut response_secrets = global_secrets.clone();
             for f in &e.secret_fields {
                 let (is_request, name) = leaf(f);
@@ -189,9 +261,13 @@ impl Catalogue {
                         .ok_or(format!("{}: invalidates unknown {p}", e.path))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let label = match prefix {
+                Prefix::Shop | Prefix::Partner => e.path["/v1/".len()..].into(),
+                Prefix::Sms => format!("sms.{}/{}", rest.0, rest.1).into(),
+            };
             methods.push(Method {
                 id: MethodId(i as u16),
-                label: e.path["/v1/".len()..].into(),
+                label,
                 name: rest.1.into(),
                 path: e.path.into_boxed_str(),
                 prefix,
@@ -231,15 +307,22 @@ impl Catalogue {
 }
 
 /// Splits `/v1/shop.Etelecom/GetExtensionInfo` into its prefix and (`Etelecom`,
-/// `GetExtensionInfo`). Service and method names are ASCII letters, digits and `_`.
+/// `GetExtensionInfo`), and `/sms/api/OmniMessage/SendMessage` into [`Prefix::Sms`] and
+/// (`OmniMessage`, `SendMessage`). Service and method names are ASCII letters, digits and `_`.
 pub fn split_path(path: &str) -> Option<(Prefix, (&str, &str))> {
-    let rest = path.strip_prefix("/v1/")?;
-    let (prefix, rest) = if let Some(r) = rest.strip_prefix("shop.") {
-        (Prefix::Shop, r)
-    } else if let Some(r) = rest.strip_prefix("partner.") {
-        (Prefix::Partner, r)
+    let (prefix, rest) = if let Some(rest) = path.strip_prefix("/v1/") {
+        if let Some(r) = rest.strip_prefix("shop.") {
+            (Prefix::Shop, r)
+        } else if let Some(r) = rest.strip_prefix("partner.") {
+            (Prefix::Partner, r)
+        } else {
+            return None;
+        }
     } else {
-        return None;
+        (
+            Prefix::Sms,
+            path.strip_prefix(SMS_PREFIX)?.strip_prefix("/api/")?,
+        )
     };
     let (service, method) = rest.split_once('/')?;
     let ident = |s: &str| {
@@ -253,10 +336,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_catalogue_parses_and_keeps_only_api_paths() {
+    fn builtin_catalogue_parses_both_route_families() {
         let c = Catalogue::get();
-        assert_eq!(c.methods().len(), 69, "71 entries less the two SMS ones");
-        assert!(c.methods().iter().all(|m| m.path.starts_with("/v1/")));
+        assert_eq!(c.methods().len(), 71, "69 API methods and 2 SMS methods");
+        let (sms, api): (Vec<&Method>, Vec<&Method>) =
+            c.methods().iter().partition(|m| m.prefix == Prefix::Sms);
+        assert_eq!(api.len(), 69);
+        assert!(api.iter().all(|m| m.path.starts_with("/v1/")));
+        assert!(
+            api.iter()
+                .all(|m| m.key_class.placement() == Placement::Header)
+        );
+        let paths: Vec<&str> = sms.iter().map(|m| &*m.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "/sms/api/OmniMessage/SendMessage",
+                "/sms/api/OmniReport/GetStatusOmni"
+            ]
+        );
+    }
+
+    #[test]
+    fn sms_methods_take_body_credentials_from_the_sms_host() {
+        let c = Catalogue::get();
+        let send = c.lookup("/sms/api/OmniMessage/SendMessage").expect("send");
+        assert_eq!(send.label.as_ref(), "sms.OmniMessage/SendMessage");
+        assert_eq!(send.name.as_ref(), "SendMessage");
+        assert_eq!(send.key_class, KeyClass::Sms);
+        assert_eq!(send.key_class.placement(), Placement::Body);
+        assert_eq!(send.prefix.target(), Target::Sms);
+        assert!(!send.read_only, "SendMessage is a write");
+        let status = c
+            .lookup("/sms/api/OmniReport/GetStatusOmni")
+            .expect("status");
+        assert!(status.read_only);
+        assert_eq!(status.expires_at, None, "cacheable only with a fixed TTL");
+        for m in [send, status] {
+            for f in BODY_CREDENTIAL_FIELDS {
+                assert!(m.request_secrets.iter().any(|s| &**s == f), "{f}");
+            }
+        }
+        assert!(
+            !c.global_secrets().iter().any(|s| &**s == "username"),
+            "username is secret on SMS methods only"
+        );
     }
 
     #[test]
@@ -342,5 +466,18 @@ mod tests {
         assert!(split_path("/v1/shop.Etelecom/").is_none());
         assert!(split_path("/v1/shop.Et%2Fx/A").is_none());
         assert!(split_path("/v2/shop.Etelecom/A").is_none());
+        assert_eq!(
+            split_path("/sms/api/OmniMessage/SendMessage"),
+            Some((Prefix::Sms, ("OmniMessage", "SendMessage")))
+        );
+        for bad in [
+            "/sms/OmniMessage/SendMessage",
+            "/sms/api/OmniMessage/",
+            "/sms/api/OmniMessage/A/B",
+            "/sms/api/../v1/X",
+            "/smsx/api/A/B",
+        ] {
+            assert!(split_path(bad).is_none(), "{bad}");
+        }
     }
 }

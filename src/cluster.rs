@@ -13,7 +13,7 @@
 //! | `{prefix}:rl:{~partner}:tat` / `:pause` | the same for the partner key's one bucket | same |
 //! | channel `{prefix}:invalidate` | `<node> inv <tenant or -> <method ids>` / `<node> purge <scope>` | (pub/sub) |
 //!
-//! `<class>` is `api_key` or `shop_key`; `~` cannot occur in a tenant id, so the partner bucket
+//! `<class>` is `api_key`, `shop_key` or `sms`; `~` cannot occur in a tenant id, so the partner bucket
 //! never meets a tenant's. The two keys of one bucket share one hash tag (`{...}`), so a script
 //! touching both works on Redis Cluster too. No key, fingerprint of a key, response body or
 //! password is ever written to Redis: only tenant ids, key classes, catalogue method ids and

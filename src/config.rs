@@ -22,11 +22,12 @@ use rustls_pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use crate::secret::{ApiKey, SecretRef, SecretSource};
+use crate::secret::{ApiKey, SecretRef, SecretSource, SecretText, SmsCredentials};
 
 mod cluster;
 mod limits;
 mod ops;
+mod tenants;
 mod view;
 pub use cluster::{ClusterConfig, OnUnavailable};
 pub use limits::{CacheConfig, RateLimitConfig, RateMode, RatePolicy};
@@ -37,6 +38,8 @@ pub use ops::{AdminConfig, MetricsConfig, ReloadConfig, ShutdownConfig};
 pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
+    /// `[sms]`: the SMS brandname host. `None` (no section) turns the `/sms` routes off.
+    pub sms: Option<UpstreamConfig>,
     pub routing: RoutingConfig,
     pub partner: Option<PartnerConfig>,
     pub tenants: Vec<TenantConfig>,
@@ -49,7 +52,8 @@ pub struct Config {
     /// `[cluster]`: fleet mode through Redis. `None` = one process on its own.
     pub cluster: Option<ClusterConfig>,
     /// Every file this config was read from: the config file itself (when loaded from one), the
-    /// secret files and the CA file. A change to any of them triggers a reload.
+    /// secret files (SMS credentials included) and the CA files. A change to any of them triggers
+    /// a reload.
     pub files: Vec<PathBuf>,
     /// Things that are allowed but probably wrong (a key of an unexpected shape). Never secret.
     pub warnings: Vec<String>,
@@ -110,9 +114,13 @@ pub struct TenantConfig {
     pub id: Arc<str>,
     pub api_key: Option<ApiKey>,
     pub shop_key: Option<ApiKey>,
+    /// The SMS brandname account injected into `/sms/api/*` bodies.
+    pub sms: Option<SmsCredentials>,
     pub allowed_callers: Option<Vec<IpNet>>,
     /// Overrides `[rate_limit]` for each of this tenant's buckets.
     pub rate_limit: Option<RatePolicy>,
+    /// Overrides the policy of the tenant's SMS bucket (else `rate_limit`, else `[rate_limit]`).
+    pub sms_rate_limit: Option<RatePolicy>,
 }
 
 /// Every problem found in a config, each under its key path.
@@ -140,6 +148,7 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TENANT_HEADER: &str = "x-tenant-id";
 pub const DEFAULT_BASE_URL: &str = "https://api.etelecom.vn";
+pub const DEFAULT_SMS_BASE_URL: &str = "https://sms.etelecom.vn";
 
 /// Header names a tenant header may not take: the gateway sets or strips them itself.
 const RESERVED_HEADERS: &[&str] = &[
@@ -190,7 +199,11 @@ impl Config {
         let section = root.table(&mut p, "server");
         let server = p.server(section);
         let section = root.table(&mut p, "upstream");
-        let upstream = p.upstream(section);
+        let upstream = p.upstream(section, DEFAULT_BASE_URL);
+        let had_sms = root.table.contains_key("sms");
+        let sms = root
+            .optional_table(&mut p, "sms")
+            .map(|s| p.upstream(s, DEFAULT_SMS_BASE_URL));
         let section = root.table(&mut p, "routing");
         let routing = p.routing(section);
         let section = root.table(&mut p, "rate_limit");
@@ -214,6 +227,14 @@ impl Config {
             .and_then(|s| p.partner(s));
         let tenants = p.tenants(&mut root);
         root.finish(&mut p);
+        if !had_sms {
+            for t in tenants.iter().filter(|t| t.sms.is_some()) {
+                p.warnings.push(format!(
+                    "sms: there is no [sms] section, so the /sms routes are off, although tenant {:?} has sms credentials",
+                    &*t.id
+                ));
+            }
+        }
         // A config with no key at all would refuse every request: most likely a file caught
         // half-written, or the wrong file. Refused, so a reload never swaps it in.
         if !had_partner && p.tenant_ids.is_empty() && !p.mentions("tenants") {
@@ -234,10 +255,14 @@ impl Config {
             );
         }
         let ops = (admin, shutdown, reload, metrics);
-        match (server, upstream, routing, rate_limit, cache, ops) {
+        let sms = match sms {
+            None => Some(None),
+            Some(parsed) => parsed.map(Some),
+        };
+        match (server, (upstream, sms), routing, rate_limit, cache, ops) {
             (
                 Some(server),
-                Some(upstream),
+                (Some(upstream), Some(sms)),
                 Some(routing),
                 Some(rate_limit),
                 Some(cache),
@@ -245,6 +270,7 @@ impl Config {
             ) if p.problems.is_empty() => Ok(Config {
                 server,
                 upstream,
+                sms,
                 routing,
                 partner,
                 tenants,
@@ -338,13 +364,18 @@ impl Section {
         }
     }
 
-    /// Takes a secret reference. Serde's own messages are never used here: they would echo an
-    /// inline key back into the error.
+    /// Takes a secret reference to an eTelecom key.
     fn secret(&mut self, p: &mut Parser<'_>, key: &str) -> Option<ApiKey> {
         self.secret_with(p, key, |r, dir, src| r.load(dir, src))
     }
 
-    /// Takes a secret reference and resolves it with `load` (an eTelecom key, a Redis URL).
+    /// Takes a secret reference to free-form text (an SMS username or password).
+    fn secret_text(&mut self, p: &mut Parser<'_>, key: &str) -> Option<SecretText> {
+        self.secret_with(p, key, |r, dir, src| r.load_secret_text(dir, src))
+    }
+
+    /// Takes a secret reference and resolves it with `load` (an eTelecom key, a Redis URL, an
+    /// SMS account's text).
     fn secret_with<T>(
         &mut self,
         p: &mut Parser<'_>,
@@ -493,15 +524,16 @@ impl Parser<'_> {
         })
     }
 
-    fn upstream(&mut self, mut s: Section) -> Option<UpstreamConfig> {
-        let base_url: String = s.take_or(self, "base_url", DEFAULT_BASE_URL.to_owned());
+    /// `[upstream]` or `[sms]`: the same keys and rules, each section with its own default URL.
+    fn upstream(&mut self, mut s: Section, default_url: &str) -> Option<UpstreamConfig> {
+        let base_url: String = s.take_or(self, "base_url", default_url.to_owned());
         let allow_http: bool = s.take_or(self, "allow_insecure_http", false);
-        let base = self.base_url(&base_url, allow_http);
+        let base = self.base_url(&s.path, &base_url, allow_http);
         let connect_timeout = s.millis(self, "connect_timeout_ms", 3_000);
         let timeout = s.millis(self, "timeout_ms", 15_000);
         let extra_roots = s
             .take::<PathBuf>(self, "ca_file")
-            .map(|f| self.ca_file(&f))
+            .map(|f| self.ca_file(&s.key_path("ca_file"), &f))
             .unwrap_or_default();
         let system_roots = s.take_or(self, "system_roots", false);
         let max_response_bytes = s.positive(self, "max_response_bytes", 16 * 1024 * 1024);
@@ -523,7 +555,12 @@ impl Parser<'_> {
         })
     }
 
-    fn base_url(&mut self, url: &str, allow_http: bool) -> Option<(Scheme, Authority, Box<str>)> {
+    fn base_url(
+        &mut self,
+        section: &str,
+        url: &str,
+        allow_http: bool,
+    ) -> Option<(Scheme, Authority, Box<str>)> {
         // User info may hold a password: such a URL is not echoed.
         let shown = if url.contains('@') {
             "(URL not shown: it holds an @)".to_owned()
@@ -532,7 +569,7 @@ impl Parser<'_> {
         };
         let mut fail = |msg: &str| {
             self.problems
-                .push(format!("upstream.base_url: {shown} {msg}"));
+                .push(format!("{section}.base_url: {shown} {msg}"));
             None
         };
         let Ok(uri) = url.parse::<Uri>() else {
@@ -556,9 +593,9 @@ impl Parser<'_> {
             let loopback =
                 host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback && !allow_http {
-                return fail(
-                    "uses plain http to a non-loopback host; use https or set upstream.allow_insecure_http = true",
-                );
+                return fail(&format!(
+                    "uses plain http to a non-loopback host; use https or set {section}.allow_insecure_http = true"
+                ));
             }
         } else if scheme != Scheme::HTTPS {
             return fail("must use https (or http to a loopback host)");
@@ -567,16 +604,13 @@ impl Parser<'_> {
         Some((scheme, authority, prefix.into()))
     }
 
-    fn ca_file(&mut self, file: &Path) -> Vec<CertificateDer<'static>> {
+    fn ca_file(&mut self, key_path: &str, file: &Path) -> Vec<CertificateDer<'static>> {
         let full = self.base_dir.join(file);
         self.files.push(full.clone());
         let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(&full) {
             Ok(it) => it.collect(),
             Err(e) => {
-                self.problem(
-                    "upstream.ca_file",
-                    format!("cannot read {}: {e}", full.display()),
-                );
+                self.problem(key_path, format!("cannot read {}: {e}", full.display()));
                 return Vec::new();
             }
         };
@@ -584,14 +618,14 @@ impl Parser<'_> {
             Ok(c) if !c.is_empty() => c,
             Ok(_) => {
                 self.problem(
-                    "upstream.ca_file",
+                    key_path,
                     format!("{} holds no PEM certificate", full.display()),
                 );
                 Vec::new()
             }
             Err(e) => {
                 self.problem(
-                    "upstream.ca_file",
+                    key_path,
                     format!("{} is not valid PEM: {e}", full.display()),
                 );
                 Vec::new()
@@ -616,114 +650,6 @@ impl Parser<'_> {
         Some(RoutingConfig {
             unknown_methods: unknown_methods?,
         })
-    }
-
-    fn partner(&mut self, mut s: Section) -> Option<PartnerConfig> {
-        let present = s.table.contains_key("api_key");
-        let api_key = s.secret(self, "api_key");
-        let allowed_callers = s.cidrs(self, "allowed_callers");
-        let rate_limit = self.rate_override(&mut s, "rate_limit");
-        s.finish(self);
-        if !present {
-            self.problem("partner.api_key", "is required in [partner]".into());
-        }
-        let api_key = api_key?;
-        self.check_shape(&api_key, false, "partner.api_key");
-        Some(PartnerConfig {
-            api_key,
-            allowed_callers,
-            rate_limit,
-        })
-    }
-
-    /// Whether a problem was already reported at `path` or below it.
-    fn mentions(&self, path: &str) -> bool {
-        self.problems.iter().any(|p| {
-            p.strip_prefix(path)
-                .is_some_and(|rest| rest.starts_with([':', '.', '[']))
-        })
-    }
-
-    fn tenants(&mut self, root: &mut Section) -> Vec<TenantConfig> {
-        let Some(v) = root.table.remove("tenants") else {
-            return Vec::new();
-        };
-        let Value::Array(items) = v else {
-            self.problem("tenants", "must be an array of tables ([[tenants]])".into());
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            let path = format!("tenants[{i}]");
-            let Value::Table(table) = item else {
-                self.problem(&path, "must be a table".into());
-                continue;
-            };
-            let mut s = Section { path, table };
-            let id: Option<String> = s.take(self, "id");
-            let id = match id {
-                None if !self.mentions(&s.key_path("id")) => {
-                    self.problem(&s.key_path("id"), "is required".into());
-                    None
-                }
-                None => None,
-                Some(id) if !valid_tenant_id(&id) => {
-                    self.problem(
-                        &s.key_path("id"),
-                        format!("{id:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"),
-                    );
-                    None
-                }
-                Some(id) if !self.tenant_ids.insert(id.clone()) => {
-                    self.problem(&s.key_path("id"), format!("duplicate tenant id {id:?}"));
-                    None
-                }
-                Some(id) => Some(id),
-            };
-            let had_key_field = s.table.contains_key("api_key") || s.table.contains_key("shop_key");
-            let api_key = s.secret(self, "api_key");
-            let shop_key = s.secret(self, "shop_key");
-            if !had_key_field {
-                self.problem(
-                    &s.path,
-                    "has no key at all: set api_key (for /v1/shop.*) and/or shop_key (for /v1/partner.*)"
-                        .into(),
-                );
-            }
-            let allowed_callers = s.cidrs(self, "allowed_callers");
-            let rate_limit = self.rate_override(&mut s, "rate_limit");
-            if let Some(k) = &api_key {
-                self.check_shape(k, false, &s.key_path("api_key"));
-            }
-            if let Some(k) = &shop_key {
-                self.check_shape(k, true, &s.key_path("shop_key"));
-            }
-            let path = s.path.clone();
-            s.finish(self);
-            if let Some(id) = id.filter(|_| !self.mentions(&path)) {
-                out.push(TenantConfig {
-                    id: id.as_str().into(),
-                    api_key,
-                    shop_key,
-                    allowed_callers,
-                    rate_limit,
-                });
-            }
-        }
-        out
-    }
-
-    fn check_shape(&mut self, key: &ApiKey, shop_key: bool, path: &str) {
-        if !key.looks_like(shop_key) {
-            let want = if shop_key {
-                "shop<id>:<secret>"
-            } else {
-                "<id>:<secret>"
-            };
-            self.warnings.push(format!(
-                "{path}: the key does not have the shape eTelecom issues for this use ({want}); eTelecom may refuse it"
-            ));
-        }
     }
 }
 

@@ -35,6 +35,8 @@ pub enum GatewayError {
     KeyNotConfigured(KeyClass),
     #[error("no route for this path")]
     UnknownRoute,
+    #[error("an /sms route, and no [sms] section is configured")]
+    SmsNotConfigured,
     #[error("method not in the catalogue and unknown methods are rejected")]
     UnknownMethodRejected,
     #[error("only POST is accepted")]
@@ -93,7 +95,9 @@ impl GatewayError {
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
                 StatusCode::FORBIDDEN
             }
-            Self::UnknownRoute | Self::UnknownMethodRejected => StatusCode::NOT_FOUND,
+            Self::UnknownRoute | Self::UnknownMethodRejected | Self::SmsNotConfigured => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -129,9 +133,10 @@ impl GatewayError {
             Self::UnknownTenant | Self::CallerNotAllowed | Self::KeyNotConfigured(_) => {
                 "permission_denied"
             }
-            Self::UnknownRoute | Self::UnknownMethodRejected | Self::MethodNotAllowed => {
-                "bad_route"
-            }
+            Self::UnknownRoute
+            | Self::UnknownMethodRejected
+            | Self::SmsNotConfigured
+            | Self::MethodNotAllowed => "bad_route",
             Self::RateLimited { .. } => "resource_exhausted",
             Self::ClusterUnavailable => "unavailable",
             Self::Upstream(e) => match e {
@@ -155,8 +160,9 @@ impl GatewayError {
             Self::CallerNotAllowed => "caller address is not allowed",
             Self::KeyNotConfigured(k) => k.missing_message(),
             Self::UnknownRoute => {
-                "no such eTelecom method path; expected POST /v1/shop.<Service>/<Method> or /v1/partner.<Service>/<Method>"
+                "no such eTelecom method path; expected POST /v1/shop.<Service>/<Method>, /v1/partner.<Service>/<Method> or /sms/api/<Service>/<Method>"
             }
+            Self::SmsNotConfigured => "the SMS API is not enabled on this gateway",
             Self::UnknownMethodRejected => "method is not in the gateway's catalogue",
             Self::MethodNotAllowed => "only POST is accepted",
             Self::AbsoluteForm => "absolute-form request targets are not accepted",
@@ -265,6 +271,12 @@ mod tests {
                 "permission_denied",
             ),
             (GatewayError::UnknownRoute, 404, "bad_route"),
+            (GatewayError::SmsNotConfigured, 404, "bad_route"),
+            (
+                GatewayError::KeyNotConfigured(KeyClass::Sms),
+                403,
+                "permission_denied",
+            ),
             (GatewayError::MethodNotAllowed, 405, "bad_route"),
             (
                 GatewayError::BodyTooLarge { limit: 1 },
@@ -316,5 +328,7 @@ mod tests {
         let v =
             body_json(GatewayError::KeyNotConfigured(KeyClass::ShopKey).into_response("r")).await;
         assert!(v["msg"].as_str().expect("msg").contains("shop_key"));
+        let v = body_json(GatewayError::KeyNotConfigured(KeyClass::Sms).into_response("r")).await;
+        assert!(v["msg"].as_str().expect("msg").contains("sms"), "{v}");
     }
 }

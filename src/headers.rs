@@ -58,11 +58,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Turns the caller's headers into the headers sent to eTelecom, in place.
+/// Turns the caller's headers into the headers sent to eTelecom, in place. `bearer` is `None`
+/// when the credential travels in the body (SMS): then no `Authorization` header goes at all.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     tenant_header: &HeaderName,
-    bearer: &HeaderValue,
+    bearer: Option<&HeaderValue>,
     host: &HeaderValue,
 ) {
     strip_hop_by_hop(headers);
@@ -78,7 +79,9 @@ pub fn to_upstream(
     for name in forwarded {
         headers.remove(name);
     }
-    headers.insert(header::AUTHORIZATION, bearer.clone());
+    if let Some(bearer) = bearer {
+        headers.insert(header::AUTHORIZATION, bearer.clone());
+    }
     headers.insert(header::HOST, host.clone());
     headers.insert(
         header::CONTENT_TYPE,
@@ -137,12 +140,22 @@ mod tests {
         ]);
         let bearer = HeaderValue::from_static("Bearer 1:k");
         let host = HeaderValue::from_static("api.etelecom.vn");
+        let mut sms = h.clone();
         to_upstream(
             &mut h,
             &HeaderName::from_static("x-tenant-id"),
-            &bearer,
+            Some(&bearer),
             &host,
         );
+        to_upstream(
+            &mut sms,
+            &HeaderName::from_static("x-tenant-id"),
+            None,
+            &host,
+        );
+        assert!(sms.get(header::AUTHORIZATION).is_none(), "{sms:?}");
+        assert!(sms.get(header::PROXY_AUTHORIZATION).is_none());
+        assert!(sms.get(header::COOKIE).is_none());
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(

@@ -7,7 +7,9 @@
 //! - [`secret`]: secret references (`env` / `file`) and [`secret::ApiKey`], which never prints.
 //! - [`catalogue`]: the eTelecom method table (key class, read-only, secrets, invalidations).
 //! - [`route`]: request target → catalogue entry, or a local 404/405/400.
-//! - [`tenants`]: tenant header → tenant → the key for the method's key class; caller allow-lists.
+//! - [`tenants`]: tenant header → tenant → the credential for the method's key class; caller allow-lists.
+//! - [`inject`]: the one function that puts a credential into the upstream request (Bearer header
+//!   or the SMS body's `username` / `password`).
 //! - [`body`]: size-limited request bodies, JSON-object check.
 //! - [`headers`]: hop-by-hop and credential hygiene in both directions.
 //! - [`upstream`]: pooled hyper-rustls client, timeouts, [`upstream::UpstreamError`].
@@ -20,8 +22,9 @@
 //! - [`app`]: bind, serve, stop on a signal; [`signals`]: SIGTERM/SIGINT/SIGHUP, installed first; [`logging`]: subscriber set-up; [`mock`]: the mock eTelecom; [`demo`]: the `demo` command.
 //!
 //! # A request's path
-//! accept ([`server`]) → caller allowed? → route ([`route`]) → credential ([`tenants`]) →
-//! body ([`body`]) → forward ([`upstream`], [`headers`]) → respond; on any error
+//! accept ([`server`]) → caller allowed? → route ([`route`]) → upstream for the route (eTelecom
+//! API or SMS host) → credential ([`tenants`]) → body ([`body`]) → inject ([`inject`]) → forward
+//! ([`upstream`], [`headers`]) → respond; on any error
 //! [`error::GatewayError::into_response`]; always one access-log event ([`access_log`]).
 
 pub mod access_log;
@@ -35,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod inject;
 pub mod logging;
 pub mod metrics;
 pub mod mock;

@@ -9,7 +9,8 @@
 //! and [`run_standalone`]. The accept loop, connections and the answer to a
 //! request live in `mock/server.rs`, the `/__mock/*` endpoints in
 //! `mock/control.rs`, routing/auth rules in `mock/auth.rs`, response bodies in
-//! `mock/bodies.rs`, certificate generation in `mock/tls.rs`, tests in
+//! `mock/bodies.rs`, the SMS brandname host (`/api/*`, credentials in the body)
+//! in `mock/sms.rs`, certificate generation in `mock/tls.rs`, tests in
 //! `mock/tests.rs` and `mock/tests/`.
 //!
 //! Answer order for an API request: record it, apply the behaviour (per-request
@@ -17,23 +18,29 @@
 //! `bad_route`; Content-Type not `application/json` → 404 `bad_route`
 //! (`unexpected Content-Type: "<value>"`); key type not allowed on the path
 //! type → 401 `unauthenticated`; body not a JSON object → 400
-//! `invalid_argument`; else 200 with a per-shop body.
+//! `invalid_argument`; else 200 with a per-shop body. Paths under `/api/` are
+//! the SMS host's instead (see `mock/sms.rs`): after the behaviour, unknown path
+//! → 404, body not an object → 400, wrong `username`/`password` → 401, a forced
+//! `sms_status` → 200 business error, else the method's answer.
 //!
 //! Control endpoints (no auth, not recorded, not counted):
 //! * `POST /__mock/behaviour` with `{"behaviour":"normal"|"hang"|"reset"|"echo_auth"}`,
 //!   `{"behaviour":"delay","ms":200}`,
 //!   `{"behaviour":"status","status":503,"body":{..},"retry_after":2}` (body and
-//!   retry_after optional), `{"expires_at":"<RFC 3339>"|null}`, `{"reset":true}`
+//!   retry_after optional), `{"behaviour":"sms_status","sms_status":"-3"}` (SMS
+//!   paths only), `{"expires_at":"<RFC 3339>"|null}`, `{"reset":true}`
 //!   (back to normal and the default expiry); keys may be combined.
 //! * `GET /__mock/requests` → `{"count":N}`; `DELETE /__mock/requests` clears.
 //!
 //! Per-request header `x-mock-behaviour`: `normal`, `hang`, `reset`, `echo_auth`,
-//! `delay=<ms>`, `status=<code>` or `status=<code>;retry_after=<secs>`.
+//! `delay=<ms>`, `status=<code>`, `status=<code>;retry_after=<secs>` or
+//! `sms_status=<-N>` (an SMS business error, e.g. `sms_status=-3`).
 
 mod auth;
 mod bodies;
 mod control;
 mod server;
+mod sms;
 mod tls;
 
 #[cfg(test)]
@@ -72,6 +79,12 @@ pub const DEMO_GLOBEX_API_KEY: &str =
 /// Globex's partner-issued shop_key.
 pub const DEMO_GLOBEX_SHOP_KEY: &str =
     "shop1002:demo-globex-shop-key-b461907837643737232f5705798fa22bec5b8ad5510";
+/// Acme's SMS brandname account (`username`, `password` in the JSON body).
+pub const DEMO_ACME_SMS_USERNAME: &str = "acme_sms";
+pub const DEMO_ACME_SMS_PASSWORD: &str = "demo-acme-sms-password-5d1f0c9a7e";
+/// Globex's SMS brandname account.
+pub const DEMO_GLOBEX_SMS_USERNAME: &str = "globex_sms";
+pub const DEMO_GLOBEX_SMS_PASSWORD: &str = "demo-globex-sms-password-93be27d4a1";
 /// The demo partner's key (partner id 9000; partner-level `/v1/partner.*`).
 pub const DEMO_PARTNER_KEY: &str =
     "9000:demo-partner-key-e134f962cbc48167448590c3d36267de405b651556db7df";
@@ -88,6 +101,9 @@ pub struct MockShop {
     pub api_key: String,
     /// The partner-issued key, `shop<id>:<secret>`.
     pub shop_key: String,
+    /// The shop's SMS brandname account.
+    pub sms_username: String,
+    pub sms_password: String,
 }
 
 /// The credentials the mock accepts.
@@ -100,20 +116,34 @@ pub struct MockAccounts {
 
 impl MockAccounts {
     /// Two shops and one partner, with the public `DEMO_*` keys:
-    /// shop `1001` (Acme): [`DEMO_ACME_API_KEY`], [`DEMO_ACME_SHOP_KEY`];
-    /// shop `1002` (Globex): [`DEMO_GLOBEX_API_KEY`], [`DEMO_GLOBEX_SHOP_KEY`];
+    /// shop `1001` (Acme): [`DEMO_ACME_API_KEY`], [`DEMO_ACME_SHOP_KEY`], SMS
+    /// [`DEMO_ACME_SMS_USERNAME`] / [`DEMO_ACME_SMS_PASSWORD`];
+    /// shop `1002` (Globex): [`DEMO_GLOBEX_API_KEY`], [`DEMO_GLOBEX_SHOP_KEY`],
+    /// SMS [`DEMO_GLOBEX_SMS_USERNAME`] / [`DEMO_GLOBEX_SMS_PASSWORD`];
     /// partner `9000`: [`DEMO_PARTNER_KEY`]. Secrets are 64 characters, as
     /// eTelecom's are.
     pub fn demo() -> Self {
-        let shop = |id: &str, api: &str, key: &str| MockShop {
+        let shop = |id: &str, api: &str, key: &str, (user, pw): (&str, &str)| MockShop {
             id: id.to_owned(),
             api_key: api.to_owned(),
             shop_key: key.to_owned(),
+            sms_username: user.to_owned(),
+            sms_password: pw.to_owned(),
         };
         MockAccounts {
             shops: vec![
-                shop(DEMO_ACME_ID, DEMO_ACME_API_KEY, DEMO_ACME_SHOP_KEY),
-                shop(DEMO_GLOBEX_ID, DEMO_GLOBEX_API_KEY, DEMO_GLOBEX_SHOP_KEY),
+                shop(
+                    DEMO_ACME_ID,
+                    DEMO_ACME_API_KEY,
+                    DEMO_ACME_SHOP_KEY,
+                    (DEMO_ACME_SMS_USERNAME, DEMO_ACME_SMS_PASSWORD),
+                ),
+                shop(
+                    DEMO_GLOBEX_ID,
+                    DEMO_GLOBEX_API_KEY,
+                    DEMO_GLOBEX_SHOP_KEY,
+                    (DEMO_GLOBEX_SMS_USERNAME, DEMO_GLOBEX_SMS_PASSWORD),
+                ),
             ],
             partner_key: DEMO_PARTNER_KEY.to_owned(),
         }
@@ -147,6 +177,8 @@ pub enum MockKeyType {
     ShopKey { shop: String },
     /// The partner key on a partner-level method.
     Partner,
+    /// A shop's SMS account (`username` + `password` in the body) on an SMS path.
+    Sms { shop: String },
 }
 
 /// One request as the mock received it.
@@ -187,6 +219,9 @@ pub enum Behaviour {
     /// sent, raw in `msg`, inside nested objects and arrays, and JSON-escaped, as an eTelecom
     /// that echoes the token would.
     EchoAuth,
+    /// SMS paths: after the credential check, answer 200 with this business
+    /// error status (`"-3"`: out of credit). API paths answer normally.
+    SmsStatus(String),
 }
 
 impl Behaviour {
@@ -214,6 +249,9 @@ impl Behaviour {
             "echo_auth" => return Ok(Behaviour::EchoAuth),
             _ => {}
         }
+        if let Some(status) = value.strip_prefix("sms_status=") {
+            return sms_status(status).ok_or_else(bad);
+        }
         if let Some(ms) = value.strip_prefix("delay=") {
             let ms = ms.trim().parse::<u64>().map_err(|_| bad())?;
             return Ok(Behaviour::Delay(Duration::from_millis(ms)));
@@ -233,6 +271,13 @@ impl Behaviour {
         };
         Ok(Behaviour::status(code, retry_after))
     }
+}
+
+/// An SMS business error status: `-1` to `-9`.
+fn sms_status(v: &str) -> Option<Behaviour> {
+    let v = v.trim();
+    let ok = matches!(v.as_bytes(), [b'-', b'1'..=b'9']);
+    ok.then(|| Behaviour::SmsStatus(v.to_owned()))
 }
 
 fn parse_status(v: Option<u64>) -> Option<u16> {
@@ -260,6 +305,8 @@ struct State {
     received: std::collections::VecDeque<Received>,
     /// Every API request received since the start or the last clear.
     total: usize,
+    /// Messages the SMS host accepted.
+    outbox: sms::Outbox,
 }
 
 struct Shared {
@@ -347,6 +394,7 @@ impl MockUpstream {
                 expires: ExpiresSetting::Default,
                 received: std::collections::VecDeque::new(),
                 total: 0,
+                outbox: sms::Outbox::default(),
             }),
             count: watch::Sender::new(0),
         });

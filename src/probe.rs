@@ -84,6 +84,8 @@ pub async fn probe(cfg: &Config) -> Result<Vec<Probe>, String> {
             KeyClass::ApiKey => "/v1/shop.Misc/CurrentAccount",
             KeyClass::ShopKey => "/v1/partner.Etelecom/GetTenant",
             KeyClass::Partner => "/v1/partner.Misc/CurrentAccount",
+            // Only eTelecom API keys are listed above.
+            KeyClass::Sms => continue,
         };
         let (parts, ()) = Request::post(path)
             .body(())
@@ -95,7 +97,7 @@ pub async fn probe(cfg: &Config) -> Result<Vec<Probe>, String> {
                 parts,
                 path,
                 &unused,
-                key.bearer(),
+                Some(key.bearer()),
                 Bytes::from_static(b"{}"),
             )
             .await

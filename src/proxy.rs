@@ -1,8 +1,9 @@
 //! The request lifecycle, and nothing else: each step lives in its own module; this one only
 //! puts them in order.
 //!
-//! caller allowed? → route → credential (tenant + key) → body (size, JSON object) → cache
-//! lookup (cacheable reads, [`cached`]) → rate limit → forward → store / invalidate → respond.
+//! caller allowed? → route → upstream for the route → credential (tenant + key or SMS account)
+//! → body (size, JSON object) → cache lookup (cacheable reads, [`cached`]) → rate limit →
+//! inject the credential → forward → store / invalidate → respond.
 //! Any step's `GatewayError` becomes a response in `error.rs`; every request ends in exactly
 //! one access-log event and one set of metrics. Everything built from the config sits in one
 //! [`state`] snapshot, loaded once per request and swapped whole on reload.
@@ -32,8 +33,8 @@ use crate::metrics::{Metrics, Source};
 use crate::ratelimit::{Bucket, RateLimitHeaders};
 use crate::route::Route;
 use crate::tenants::{self, Credential};
-use crate::upstream::UpstreamResponse;
-use crate::{body, redact, route};
+use crate::upstream::{Upstream, UpstreamResponse};
+use crate::{body, inject, redact, route};
 
 pub use state::Reloaded;
 use state::State;
@@ -91,6 +92,7 @@ struct Call<'a> {
     parts: request::Parts,
     uri: Uri,
     route: Route,
+    upstream: &'a Upstream,
     cred: Credential<'a>,
     body: Bytes,
 }
@@ -294,6 +296,9 @@ impl Gateway {
         tenants::allowed(Some(&cfg.server.allowed_callers), peer)?;
         let route = route::resolve(&parts, cfg.routing.unknown_methods)?;
         log.method = route.label();
+        let upstream = state
+            .upstream(route.prefix.target())
+            .ok_or(GatewayError::SmsNotConfigured)?;
         let tenant = state.tenants.tenant(&parts.headers, route.key_class)?;
         log.tenant = tenant.map(|t| t.id.clone());
         log.key_class = Some(route.key_class);
@@ -323,6 +328,7 @@ impl Gateway {
             parts,
             uri,
             route,
+            upstream,
             cred,
             body,
         };
@@ -352,6 +358,7 @@ impl Gateway {
             parts,
             uri,
             route,
+            upstream,
             cred,
             body,
         } = call;
@@ -365,15 +372,15 @@ impl Gateway {
                 headers: decision.headers,
             });
         }
+        let out = inject::inject(cred.secret, body)?;
         let started = Instant::now();
-        let sent = state
-            .upstream
+        let sent = upstream
             .send(
                 parts,
-                uri.path(),
+                route.upstream_path(uri.path()),
                 state.tenants.header(),
-                cred.key.bearer(),
-                body,
+                out.authorization,
+                out.body,
             )
             .await;
         let mut upstream = match sent {
@@ -420,7 +427,7 @@ impl Gateway {
                 tenant = log.tenant.as_deref().unwrap_or("-"),
                 key_class,
                 status = upstream.status.as_u16(),
-                key = %format_args!("sha256:{}", cred.key.fingerprint()),
+                key = %format_args!("sha256:{}", cred.secret.fingerprint()),
                 "eTelecom refused the key the gateway injected (revoked or rotated?)"
             );
             metrics.credential_rejection(tenant, key_class);

@@ -4,8 +4,8 @@
 //! ([`upstream_backoff`]), and the housekeeping that drops idle buckets.
 //!
 //! # Buckets
-//! The bucket is the credential: `(tenant, key class)` for a tenant's `api_key` / `shop_key`
-//! (two buckets per tenant), and one shared bucket for the partner key. The caller decides when
+//! The bucket is the credential: `(tenant, key class)` for a tenant's `api_key` / `shop_key` /
+//! SMS account (up to three buckets per tenant), and one shared bucket for the partner key. The caller decides when
 //! to ask: cache hits never reach this module.
 //!
 //! # Storage (why it looks like this)
@@ -14,9 +14,10 @@
 //!   already holds it as one), so building the key is a reference-count increment, never a string
 //!   allocation. Entries appear on first use and [`RateLimiter::housekeeping`] drops the idle ones
 //!   (`retain_recent` + `shrink_to_fit`), so the map only holds recently active credentials.
-//! - Tenants with an override get two pre-built direct limiters (one per key class), looked up by
-//!   `&str` in a `HashMap<Arc<str>, _>` built from the config: a fixed, small set, nothing to
-//!   clean up.
+//! - Tenants with an override get three pre-built direct limiters (one per key class), looked up
+//!   by `&str` in a `HashMap<Arc<str>, _>` built from the config: a fixed, small set, nothing to
+//!   clean up. A tenant's `sms_rate_limit` gives its SMS bucket a direct limiter of its own in
+//!   a second such map (policy name `sms`); it wins over the tenant's `rate_limit`.
 //! - The partner key has one direct limiter.
 //! - Pauses (eTelecom said "quota") live in a small mutex-guarded map behind an atomic "anything
 //!   paused?" flag, so the hot path only takes the lock while some credential is paused. No lock
@@ -100,8 +101,10 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub default: Policy,
-    /// Per-tenant overrides: each applies to both key classes of the tenant, one bucket each.
+    /// Per-tenant overrides: each applies to every key class of the tenant, one bucket each.
     pub tenants: HashMap<Arc<str>, Policy>,
+    /// Per-tenant overrides of the SMS bucket alone (`sms_rate_limit`).
+    pub sms: HashMap<Arc<str>, Policy>,
     /// The partner key's policy; `None` = the default policy.
     pub partner: Option<Policy>,
     pub mode: Mode,
@@ -117,6 +120,7 @@ impl Settings {
         Self {
             default,
             tenants: HashMap::new(),
+            sms: HashMap::new(),
             partner: None,
             mode: Mode::Reject,
             enforce: true,
@@ -128,7 +132,8 @@ impl Settings {
 /// The credential whose bucket a call draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket<'a> {
-    /// A tenant's `api_key` or `shop_key`. `class: KeyClass::Partner` means the partner bucket.
+    /// A tenant's `api_key`, `shop_key` or SMS account. `class: KeyClass::Partner` means the
+    /// partner bucket.
     Tenant {
         tenant: &'a Arc<str>,
         class: KeyClass,
@@ -157,7 +162,7 @@ impl<'a> Bucket<'a> {
         self.slot().0.map(|t| &**t)
     }
 
-    /// Normalised: `(Some(tenant), ApiKey | ShopKey)` or `(None, Partner)`.
+    /// Normalised: `(Some(tenant), ApiKey | ShopKey | Sms)` or `(None, Partner)`.
     fn slot(self) -> (Option<&'a Arc<str>>, KeyClass) {
         match self {
             Self::Tenant { tenant, class } if class != KeyClass::Partner => (Some(tenant), class),
@@ -172,6 +177,8 @@ pub enum PolicyName {
     Default,
     Tenant,
     Partner,
+    /// A tenant's `sms_rate_limit`.
+    Sms,
 }
 
 impl PolicyName {
@@ -180,6 +187,7 @@ impl PolicyName {
             Self::Default => "default",
             Self::Tenant => "tenant",
             Self::Partner => "partner",
+            Self::Sms => "sms",
         }
     }
 }
@@ -266,13 +274,20 @@ type Keyed<C> = governor::RateLimiter<TenantKey, DashMapStateStore<TenantKey>, C
 struct TenantOverride<C: Clock> {
     api_key: Direct<C>,
     shop_key: Direct<C>,
+    sms: Direct<C>,
+    policy: Applied,
+}
+
+/// A tenant's SMS bucket with its own policy (`sms_rate_limit`).
+struct SmsOverride<C: Clock> {
+    limiter: Direct<C>,
     policy: Applied,
 }
 
 /// Running pauses: deadline per credential.
 struct Pauses<I> {
-    /// `[api_key, shop_key]`.
-    tenants: HashMap<Arc<str>, [Option<I>; 2]>,
+    /// `[api_key, shop_key, sms]`.
+    tenants: HashMap<Arc<str>, [Option<I>; 3]>,
     partner: Option<I>,
 }
 
@@ -288,7 +303,10 @@ impl<I: Copy> Pauses<I> {
         match tenant {
             None => &mut self.partner,
             Some(t) => {
-                let slots = self.tenants.entry(Arc::clone(t)).or_insert([None, None]);
+                let slots = self
+                    .tenants
+                    .entry(Arc::clone(t))
+                    .or_insert([None, None, None]);
                 &mut slots[class_index(class)]
             }
         }
@@ -298,6 +316,7 @@ impl<I: Copy> Pauses<I> {
 fn class_index(class: KeyClass) -> usize {
     match class {
         KeyClass::ShopKey => 1,
+        KeyClass::Sms => 2,
         KeyClass::ApiKey | KeyClass::Partner => 0,
     }
 }
@@ -322,6 +341,7 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
     default: Keyed<C>,
     default_policy: Applied,
     overrides: HashMap<Arc<str>, TenantOverride<C>>,
+    sms_overrides: HashMap<Arc<str>, SmsOverride<C>>,
     partner: Direct<C>,
     partner_policy: Applied,
     mode: Mode,
@@ -337,6 +357,7 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
         f.debug_struct("RateLimiter")
             .field("default", &self.default_policy)
             .field("overrides", &self.overrides.len())
+            .field("sms_overrides", &self.sms_overrides.len())
             .field("partner", &self.partner_policy)
             .field("mode", &self.mode)
             .field("enforce", &self.enforce)
@@ -365,7 +386,19 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 let o = TenantOverride {
                     api_key: direct(p),
                     shop_key: direct(p),
+                    sms: direct(p),
                     policy: Applied::new(PolicyName::Tenant, p),
+                };
+                (Arc::clone(id), o)
+            })
+            .collect();
+        let sms_overrides = settings
+            .sms
+            .iter()
+            .map(|(id, &p)| {
+                let o = SmsOverride {
+                    limiter: direct(p),
+                    policy: Applied::new(PolicyName::Sms, p),
                 };
                 (Arc::clone(id), o)
             })
@@ -382,6 +415,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
             ),
             default_policy: Applied::new(PolicyName::Default, settings.default),
             overrides,
+            sms_overrides,
             partner: direct(partner),
             partner_policy: Applied::new(partner_name, partner),
             mode: settings.mode,
@@ -508,7 +542,7 @@ impl<C: Clock> RateLimiter<C> {
         let (tenant, class) = bucket.slot();
         let wait = self.paused_for(tenant, class)?;
         let probe = Probe::Denied {
-            policy: self.policy_of(tenant),
+            policy: self.policy_of(tenant, class),
             outcome: Outcome::UpstreamPaused,
             wait,
         };
@@ -534,13 +568,16 @@ impl<C: Clock> RateLimiter<C> {
         (until > now).then(|| until.duration_since(now).into())
     }
 
-    fn policy_of(&self, tenant: Option<&Arc<str>>) -> &Applied {
+    fn policy_of(&self, tenant: Option<&Arc<str>>, class: KeyClass) -> &Applied {
         match tenant {
             None => &self.partner_policy,
-            Some(t) => self
-                .overrides
-                .get(&**t)
-                .map_or(&self.default_policy, |o| &o.policy),
+            Some(t) => match self.sms_overrides.get(&**t) {
+                Some(o) if class == KeyClass::Sms => &o.policy,
+                _ => self
+                    .overrides
+                    .get(&**t)
+                    .map_or(&self.default_policy, |o| &o.policy),
+            },
         }
     }
 
@@ -549,22 +586,24 @@ impl<C: Clock> RateLimiter<C> {
         let (tenant, class) = bucket.slot();
         if let Some(wait) = self.paused_for(tenant, class) {
             return Probe::Denied {
-                policy: self.policy_of(tenant),
+                policy: self.policy_of(tenant, class),
                 outcome: Outcome::UpstreamPaused,
                 wait,
             };
         }
         let (policy, result) = match tenant {
             None => (&self.partner_policy, check_direct(&self.partner)),
-            Some(t) => match self.overrides.get(&**t) {
-                Some(o) => {
+            Some(t) => match (self.sms_overrides.get(&**t), self.overrides.get(&**t)) {
+                (Some(o), _) if class == KeyClass::Sms => (&o.policy, check_direct(&o.limiter)),
+                (_, Some(o)) => {
                     let limiter = match class {
                         KeyClass::ShopKey => &o.shop_key,
+                        KeyClass::Sms => &o.sms,
                         KeyClass::ApiKey | KeyClass::Partner => &o.api_key,
                     };
                     (&o.policy, check_direct(limiter))
                 }
-                None => {
+                _ => {
                     let result = self
                         .default
                         .check_key(&(Arc::clone(t), class))

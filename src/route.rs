@@ -1,5 +1,5 @@
 //! Routing: which request targets the gateway forwards, and which catalogue entry (hence which
-//! key class) each one maps to. Everything else is answered here and never forwarded.
+//! key class and which upstream) each one maps to. Everything else is answered here and never forwarded.
 //!
 //! HTTP/1.1 and HTTP/2 (h2c or h2) are routed the same way. The request target must be in
 //! origin form (`/v1/...`): on HTTP/1 a scheme or authority in the target is an absolute-form
@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, Method as HttpMethod, Uri, Version, header, request};
 
-use crate::catalogue::{Catalogue, KeyClass, Method, Prefix, split_path};
+use crate::catalogue::{Catalogue, KeyClass, Method, Prefix, SMS_PREFIX, split_path};
 use crate::config::UnknownMethods;
 use crate::error::GatewayError;
 
@@ -26,6 +26,15 @@ impl Route {
     /// The closed-set name for logs and metrics: the catalogue label or `other`.
     pub fn label(&self) -> &'static str {
         self.method.map_or("other", |m| &*m.label)
+    }
+
+    /// The path sent upstream for the gateway path `path`: unchanged on the eTelecom API, without
+    /// the `/sms` prefix on the SMS host.
+    pub fn upstream_path<'p>(&self, path: &'p str) -> &'p str {
+        match self.prefix {
+            Prefix::Shop | Prefix::Partner => path,
+            Prefix::Sms => path.strip_prefix(SMS_PREFIX).unwrap_or(path),
+        }
     }
 }
 
@@ -89,6 +98,7 @@ pub fn resolve_path(
             key_class: match prefix {
                 Prefix::Shop => KeyClass::ApiKey,
                 Prefix::Partner => KeyClass::ShopKey,
+                Prefix::Sms => KeyClass::Sms,
             },
         }),
     }
@@ -138,6 +148,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, GatewayError::UnknownMethodRejected));
+    }
+
+    #[test]
+    fn sms_paths_map_to_the_sms_class_and_lose_their_prefix_upstream() {
+        let path = "/sms/api/OmniMessage/SendMessage";
+        let r = route("POST", path).expect("route");
+        assert_eq!(r.key_class, KeyClass::Sms);
+        assert_eq!(r.label(), "sms.OmniMessage/SendMessage");
+        assert_eq!(r.upstream_path(path), "/api/OmniMessage/SendMessage");
+        let r = route("POST", "/sms/api/OmniMessage/SendBulk").expect("route");
+        assert_eq!((r.key_class, r.label()), (KeyClass::Sms, "other"));
+        let api = route("POST", "/v1/shop.Misc/CurrentAccount").expect("route");
+        assert_eq!(
+            api.upstream_path("/v1/shop.Misc/CurrentAccount"),
+            "/v1/shop.Misc/CurrentAccount"
+        );
+        let err = resolve_path(
+            &HttpMethod::POST,
+            "/sms/api/OmniMessage/SendBulk",
+            UnknownMethods::Reject,
+        )
+        .unwrap_err();
+        assert!(matches!(err, GatewayError::UnknownMethodRejected));
+        for bad in ["/sms", "/sms/api", "/sms/api/OmniMessage", "/sms/x/A/B"] {
+            assert_eq!(
+                route("POST", bad).unwrap_err().status().as_u16(),
+                404,
+                "{bad}"
+            );
+        }
+        assert_eq!(route("GET", path).unwrap_err().status().as_u16(), 405);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Secrets: where they come from (`{ env = "NAME" }` or `{ file = "PATH" }`) and the type that
-//! holds a loaded eTelecom key.
+//! Secrets: where they come from (`{ env = "NAME" }` or `{ file = "PATH" }`) and the types that
+//! hold them once loaded: [`ApiKey`] (an eTelecom key) and [`SecretText`] (a free-form secret such
+//! as the SMS account's `username` and `password`, held together as [`SmsCredentials`]).
 //!
 //! A loaded key lives only in memory, as the ready-made `Authorization: Bearer <key>` header value
 //! (marked sensitive, so hyper and h2 never index or print it). Its `Debug` and `Display` print a
@@ -54,6 +55,18 @@ impl SecretRef {
     pub fn load(&self, base_dir: &Path, source: &dyn SecretSource) -> Result<ApiKey, String> {
         let raw = self.load_text(base_dir, source)?;
         ApiKey::new(&raw).map_err(|why| format!("{} {why}", self.describe()))
+    }
+
+    /// Resolves the reference to a free-form secret (any non-empty text without control
+    /// characters: an SMS username or password). The error text names the source, never the
+    /// value.
+    pub fn load_secret_text(
+        &self,
+        base_dir: &Path,
+        source: &dyn SecretSource,
+    ) -> Result<SecretText, String> {
+        let raw = self.load_text(base_dir, source)?;
+        SecretText::new(raw).map_err(|why| format!("{} {why}", self.describe()))
     }
 
     /// Resolves the reference to its text (not empty, one trailing newline of a file trimmed).
@@ -126,12 +139,9 @@ impl ApiKey {
         let mut bearer =
             HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| "is not a valid header")?;
         bearer.set_sensitive(true);
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        let mut fingerprint = [0u8; 4];
-        fingerprint.copy_from_slice(&digest.as_ref()[..4]);
         Ok(Self {
             bearer,
-            fingerprint,
+            fingerprint: fingerprint(key),
         })
     }
 
@@ -142,10 +152,7 @@ impl ApiKey {
 
     /// The first 8 hex digits of the key's SHA-256: enough to tell key versions apart.
     pub fn fingerprint(&self) -> String {
-        self.fingerprint
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&self.fingerprint)
     }
 
     /// The values to scrub from logs and relayed bodies: the whole key, and its secret part
@@ -309,10 +316,108 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+/// A loaded free-form secret. Only [`SecretText::expose`] gives the text (for the one place
+/// that sends it upstream); `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText {
+    text: Box<str>,
+    fingerprint: [u8; 4],
+}
+
+impl SecretText {
+    /// Takes ownership of `text`. It must not be empty or hold control characters (a pasted
+    /// newline in the middle of a password is a mistake, not a password).
+    pub fn new(text: String) -> Result<Self, &'static str> {
+        if text.is_empty() {
+            return Err("is empty");
+        }
+        if text.chars().any(char::is_control) {
+            return Err("holds control characters (a line break?)");
+        }
+        Ok(Self {
+            fingerprint: fingerprint(&text),
+            text: text.into_boxed_str(),
+        })
+    }
+
+    /// The secret itself: only for the request that carries it upstream.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// The first 8 hex digits of the text's SHA-256.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.fingerprint)
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText([REDACTED])")
+    }
+}
+
+impl fmt::Display for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A tenant's SMS brandname account: both fields travel in the JSON body of every SMS call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsCredentials {
+    pub username: SecretText,
+    pub password: SecretText,
+}
+
+fn fingerprint(text: &str) -> [u8; 4] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&digest.as_ref()[..4]);
+    out
+}
+
+fn hex(bytes: &[u8; 4]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn secret_text_never_prints_and_refuses_control_characters() {
+        let s = SecretText::new("sms canary pässword".to_owned()).expect("text");
+        assert!(!format!("{s:?}").contains("canary"));
+        assert!(!format!("{s}").contains("canary"));
+        let creds = SmsCredentials {
+            username: s.clone(),
+            password: s.clone(),
+        };
+        assert!(!format!("{creds:?}").contains("canary"), "{creds:?}");
+        assert_eq!(s.expose(), "sms canary pässword");
+        assert_eq!(s.fingerprint().len(), 8);
+        assert!(SecretText::new(String::new()).is_err());
+        assert!(SecretText::new("a\nb".to_owned()).is_err());
+    }
+
+    #[test]
+    fn load_secret_text_keeps_spaces_and_trims_one_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), "two words\n").expect("write");
+        std::fs::write(dir.path().join("bad"), "a\nb\n").expect("write");
+        let src = |_: &str| None;
+        let got = SecretRef::File("pw".into())
+            .load_secret_text(dir.path(), &src)
+            .expect("pw");
+        assert_eq!(got.expose(), "two words");
+        let err = SecretRef::File("bad".into())
+            .load_secret_text(dir.path(), &src)
+            .unwrap_err();
+        assert!(err.contains("control characters"), "{err}");
+        assert!(!err.contains("a\nb"), "{err}");
+    }
 
     const CANARY: &str = "123:canary-secret-value";
 

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use crate::catalogue::KeyClass;
 use crate::config::{Config, PartnerConfig, TenantConfig, valid_tenant_id};
 use crate::error::GatewayError;
-use crate::secret::ApiKey;
+use crate::inject::Secret;
 
 /// The registry built from a config.
 #[derive(Debug)]
@@ -31,7 +31,8 @@ pub struct Credential<'a> {
     /// `None` for partner-level calls.
     pub tenant: Option<&'a TenantConfig>,
     pub key_class: KeyClass,
-    pub key: &'a ApiKey,
+    /// The key or account, by where it goes upstream.
+    pub secret: Secret<'a>,
 }
 
 impl Tenants {
@@ -106,21 +107,22 @@ impl Tenants {
             return Ok(Credential {
                 tenant: None,
                 key_class: KeyClass::Partner,
-                key: &partner.api_key,
+                secret: Secret::Header(&partner.api_key),
             });
         }
         let tenant = tenant.ok_or(GatewayError::MissingTenant)?;
         allowed(tenant.allowed_callers.as_deref(), peer)?;
-        let key = match class {
-            KeyClass::ApiKey => tenant.api_key.as_ref(),
-            KeyClass::ShopKey => tenant.shop_key.as_ref(),
+        let secret = match class {
+            KeyClass::ApiKey => tenant.api_key.as_ref().map(Secret::Header),
+            KeyClass::ShopKey => tenant.shop_key.as_ref().map(Secret::Header),
+            KeyClass::Sms => tenant.sms.as_ref().map(Secret::Body),
             KeyClass::Partner => None,
         }
         .ok_or(GatewayError::KeyNotConfigured(class))?;
         Ok(Credential {
             tenant: Some(tenant),
             key_class: class,
-            key,
+            secret,
         })
     }
 }
@@ -156,6 +158,7 @@ mod tests {
             id = "acme"
             api_key = {{ env = "A" }}
             shop_key = {{ env = "S" }}
+            sms = {{ username = {{ env = "SU" }}, password = {{ env = "SP" }} }}
             [[tenants]]
             id = "solo"
             api_key = {{ env = "A2" }}
@@ -167,6 +170,8 @@ mod tests {
                 "P" => "9:partner".to_owned(),
                 "A" => "1:acme".to_owned(),
                 "S" => "shop1:acme".to_owned(),
+                "SU" => "acme-sms-user".to_owned(),
+                "SP" => "acme sms password".to_owned(),
                 _ => "2:solo".to_owned(),
             })
         };
@@ -195,19 +200,27 @@ mod tests {
     #[test]
     fn each_key_class_picks_its_key() {
         let t = tenants("");
-        let bearer = |h: &HeaderMap, c| {
-            credential(&t, h, c, LOCAL)
-                .expect("credential")
-                .key
-                .bearer()
-                .clone()
-        };
+        let bearer =
+            |h: &HeaderMap, c| match credential(&t, h, c, LOCAL).expect("credential").secret {
+                Secret::Header(k) => k.bearer().clone(),
+                Secret::Body(_) => panic!("{c} is a header credential"),
+            };
         assert_eq!(bearer(&hdr("acme"), KeyClass::ApiKey), "Bearer 1:acme");
         assert_eq!(bearer(&hdr("acme"), KeyClass::ShopKey), "Bearer shop1:acme");
         assert_eq!(
             bearer(&HeaderMap::new(), KeyClass::Partner),
             "Bearer 9:partner"
         );
+        match credential(&t, &hdr("acme"), KeyClass::Sms, LOCAL)
+            .expect("sms")
+            .secret
+        {
+            Secret::Body(c) => {
+                assert_eq!(c.username.expose(), "acme-sms-user");
+                assert_eq!(c.password.expose(), "acme sms password");
+            }
+            Secret::Header(_) => panic!("sms credentials go in the body"),
+        }
     }
 
     #[test]
@@ -236,6 +249,10 @@ mod tests {
             GatewayError::CallerNotAllowed
         ));
         assert!(credential(&t, &hdr("solo"), KeyClass::ApiKey, ten).is_ok());
+        assert!(matches!(
+            credential(&t, &hdr("solo"), KeyClass::Sms, ten).unwrap_err(),
+            GatewayError::KeyNotConfigured(KeyClass::Sms)
+        ));
     }
 
     #[test]

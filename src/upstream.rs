@@ -105,13 +105,14 @@ impl Upstream {
     }
 
     /// Forwards one call: the caller's request head (credentials and hop-by-hop headers are
-    /// stripped here), the key to inject and the checked body.
+    /// stripped here), the `Authorization` value to set (`None`: the credential is in the body)
+    /// and the body.
     pub async fn send(
         &self,
         mut parts: request::Parts,
         path: &str,
         tenant_header: &HeaderName,
-        bearer: &HeaderValue,
+        bearer: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         parts.uri = self.uri(path)?;

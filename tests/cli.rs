@@ -162,6 +162,8 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
             id: "1001".into(),
             api_key: "1001:CANARY-api-key".into(),
             shop_key: "shop1001:CANARY-shop-key".into(),
+            sms_username: "CANARY-sms-user".into(),
+            sms_password: "CANARY-sms-password".into(),
         }],
         partner_key: "9000:CANARY-partner-key".into(),
     };

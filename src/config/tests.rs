@@ -1291,3 +1291,5 @@ fn no_tenants_is_valid_for_a_partner_only_gateway() {
     assert!(c.tenants.is_empty());
     assert!(c.partner.is_some());
 }
+
+mod sms;

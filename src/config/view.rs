@@ -7,13 +7,30 @@
 
 use serde_json::{Value, json};
 
-use super::{Config, RateMode, RatePolicy, UnknownMethods};
+use super::{Config, RateMode, RatePolicy, UnknownMethods, UpstreamConfig};
 use crate::catalogue::Catalogue;
-use crate::secret::ApiKey;
+use crate::secret::{ApiKey, SecretText};
 
 fn fp(key: Option<&ApiKey>) -> Value {
     key.map_or(Value::Null, |k| {
         Value::String(format!("sha256:{}", k.fingerprint()))
+    })
+}
+
+fn text_fp(secret: &SecretText) -> Value {
+    Value::String(format!("sha256:{}", secret.fingerprint()))
+}
+
+fn upstream(u: &UpstreamConfig) -> Value {
+    json!({
+        "base_url": format!("{}://{}{}", u.scheme, u.authority, u.path_prefix),
+        "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+        "timeout_ms": u.timeout.as_millis() as u64,
+        "extra_roots": u.extra_roots.len(),
+        "system_roots": u.system_roots,
+        "max_response_bytes": u.max_response_bytes,
+        "pool_idle_timeout_ms": u.pool_idle_timeout.as_millis() as u64,
+        "pool_max_idle_per_host": u.pool_max_idle_per_host,
     })
 }
 
@@ -30,7 +47,7 @@ fn nets(n: Option<&[ipnet::IpNet]>) -> Value {
 
 impl Config {
     /// Every secret value in use, for `redact::Scrubber::new`: each key whole and its secret
-    /// part. A new kind of secret (a password, another upstream's key) is added here, once.
+    /// part, and each SMS account's username and password. A new kind of secret (a password, another upstream's key) is added here, once.
     pub fn secret_values(&self) -> Vec<&[u8]> {
         let partner = self.partner.iter().map(|p| &p.api_key);
         let tenants = self
@@ -41,16 +58,26 @@ impl Config {
             .cluster
             .iter()
             .flat_map(|c| c.redis_url.secret_values());
+        let sms = self
+            .tenants
+            .iter()
+            .filter_map(|t| t.sms.as_ref())
+            .flat_map(|c| {
+                [
+                    c.username.expose().as_bytes(),
+                    c.password.expose().as_bytes(),
+                ]
+            });
         partner
             .chain(tenants)
             .flat_map(ApiKey::secret_values)
             .chain(redis)
+            .chain(sms)
             .collect()
     }
 
     pub fn view(&self) -> Value {
         let s = &self.server;
-        let u = &self.upstream;
         let rl = &self.rate_limit;
         let c = &self.cache;
         let mut fixed: Vec<(&str, u64)> = c
@@ -71,16 +98,8 @@ impl Config {
                 "max_header_bytes": s.max_header_bytes,
                 "max_json_depth": s.max_json_depth,
             },
-            "upstream": {
-                "base_url": format!("{}://{}{}", u.scheme, u.authority, u.path_prefix),
-                "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
-                "timeout_ms": u.timeout.as_millis() as u64,
-                "extra_roots": u.extra_roots.len(),
-                "system_roots": u.system_roots,
-                "max_response_bytes": u.max_response_bytes,
-                "pool_idle_timeout_ms": u.pool_idle_timeout.as_millis() as u64,
-                "pool_max_idle_per_host": u.pool_max_idle_per_host,
-            },
+            "upstream": upstream(&self.upstream),
+            "sms": self.sms.as_ref().map(upstream),
             "routing": {
                 "unknown_methods": match self.routing.unknown_methods {
                     UnknownMethods::Forward => "forward",
@@ -96,8 +115,13 @@ impl Config {
                 "id": &*t.id,
                 "api_key": fp(t.api_key.as_ref()),
                 "shop_key": fp(t.shop_key.as_ref()),
+                "sms": t.sms.as_ref().map(|c| json!({
+                    "username": text_fp(&c.username),
+                    "password": text_fp(&c.password),
+                })),
                 "allowed_callers": nets(t.allowed_callers.as_deref()),
                 "rate_limit": policy(t.rate_limit),
+                "sms_rate_limit": policy(t.sms_rate_limit),
             })).collect::<Vec<_>>(),
             "rate_limit": {
                 "requests_per_second": rl.default.requests_per_second.get(),

@@ -167,6 +167,12 @@ pub(super) fn respond(route: &Route<'_>, ctx: &Ctx<'_>) -> Result<Value, ApiErro
         MockKeyType::ShopApiKey { shop } | MockKeyType::ShopKey { shop } => {
             Ok(shop_scoped(route, shop, ctx))
         }
+        // The API's auth rule never yields an SMS account; answered as eTelecom would.
+        MockKeyType::Sms { .. } => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthenticated",
+            msg: "SMS credentials are not API keys".into(),
+        }),
     }
 }
 

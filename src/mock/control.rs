@@ -98,6 +98,11 @@ fn control_behaviour(name: &str, obj: &Map<String, Value>) -> Result<Behaviour, 
                 },
             }
         }
+        "sms_status" => obj
+            .get("sms_status")
+            .and_then(Value::as_str)
+            .and_then(super::sms_status)
+            .ok_or("sms_status needs \"sms_status\": \"-1\" .. \"-9\"")?,
         other => return Err(format!("unknown behaviour {other:?}")),
     })
 }

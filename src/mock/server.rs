@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::{BEHAVIOUR_HEADER, Behaviour, Received, Shared, auth, bodies, control};
+use super::{BEHAVIOUR_HEADER, Behaviour, Received, Shared, auth, bodies, control, sms};
 
 /// Largest request body the mock reads (larger → 413).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -189,8 +189,12 @@ async fn handle(
     }
 
     let path = parts.uri.path().to_owned();
+    let is_sms = path.starts_with(sms::PREFIX);
     let route = auth::parse_route(&path);
     let auth = route.map(|r| auth::authenticate(&shared.accounts, r.kind, &parts.headers));
+    let sms_key = is_sms
+        .then(|| sms::authenticate(&shared.accounts, &body))
+        .flatten();
     shared.record(Received {
         version: parts.version,
         method: parts.method.clone(),
@@ -198,7 +202,10 @@ async fn handle(
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
-        accepted_key: auth.as_ref().and_then(|a| a.as_ref().ok().cloned()),
+        accepted_key: auth
+            .as_ref()
+            .and_then(|a| a.as_ref().ok().cloned())
+            .or_else(|| sms_key.clone()),
     });
 
     let behaviour = match parts.headers.get(BEHAVIOUR_HEADER) {
@@ -214,8 +221,10 @@ async fn handle(
             }
         },
     };
+    let mut forced_sms_status = None;
     match behaviour {
         Behaviour::Normal => {}
+        Behaviour::SmsStatus(s) => forced_sms_status = Some(s),
         Behaviour::Delay(d) => tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => return Err(aborted("shutting down")),
             _ = tokio::time::sleep(d) => {}
@@ -241,6 +250,16 @@ async fn handle(
         }
     }
 
+    if is_sms {
+        return Ok(sms::respond(
+            &shared,
+            &parts.method,
+            &path,
+            &body,
+            sms_key.as_ref(),
+            forced_sms_status.as_deref(),
+        ));
+    }
     if parts.method != Method::POST {
         let msg = format!(
             "unsupported method {:?} (only POST is allowed)",

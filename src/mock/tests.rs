@@ -20,6 +20,7 @@ use super::*;
 
 mod behaviour;
 mod bodies;
+mod sms;
 mod transport;
 
 /// Upper bound for anything that must not hang in a test.

@@ -1,16 +1,19 @@
 //! What a request runs against: one immutable snapshot of everything built from the config
-//! (tenants and keys, the secret scrubber over their values, the upstream client, the rate
-//! limiter, the cache), swapped whole on reload. A request loads the snapshot once, so in-flight requests finish with the config they
+//! (tenants and keys, the secret scrubber over their values, the upstream clients, the rate
+//! limiter, the cache), swapped whole on reload. A request loads the snapshot once, so in-flight
+//! requests finish with the config they
 //! started with while new requests use the new one.
 //!
-//! A reload keeps what did not change: the upstream client (and its warm connection pool) when
-//! `[upstream]` is the same, the limiter (and its buckets) when the limits are the same, the
-//! cache (and its entries) when `[cache]` and the tenant set are the same, and the Redis client
-//! (and its connection and circuit) when `[cluster]` is the same.
+//! Each upstream is one [`Upstream`] client: the eTelecom API (`[upstream]`) and, when `[sms]` is
+//! configured, the SMS host. A reload keeps what did not change: each upstream client (and its
+//! warm connection pool) when its section is the same, the limiter (and its buckets) when the
+//! limits are the same, the cache (and its entries) when `[cache]` and the tenant set are the
+//! same, and the Redis client (and its connection and circuit) when `[cluster]` is the same.
 
 use std::sync::Arc;
 
 use crate::cache::Cache;
+use crate::catalogue::Target;
 use crate::cluster::Cluster;
 use crate::cluster::bus::Invalidations;
 use crate::config::Config;
@@ -26,6 +29,8 @@ pub(crate) struct State {
     /// Every secret value of this config, for logs and relayed error bodies.
     pub scrubber: Scrubber,
     pub upstream: Upstream,
+    /// The SMS host; `None` without `[sms]`.
+    pub sms: Option<Upstream>,
     pub limiter: Arc<Limiter>,
     pub cache: Option<Arc<Cache>>,
     /// Fleet mode's shared Redis (`[cluster]`).
@@ -53,6 +58,11 @@ impl State {
         let upstream = match previous {
             Some(p) if p.config.upstream == cfg.upstream => p.upstream.clone(),
             _ => Upstream::new(&cfg.upstream)?,
+        };
+        let sms = match (previous, &cfg.sms) {
+            (_, None) => None,
+            (Some(p), Some(sms)) if p.config.sms.as_ref() == Some(sms) => p.sms.clone(),
+            (_, Some(sms)) => Some(Upstream::new(sms)?),
         };
         let cluster = match (previous, &cfg.cluster) {
             (_, None) => None,
@@ -94,6 +104,7 @@ impl State {
             tenants: Tenants::new(&cfg),
             scrubber: Scrubber::new(cfg.secret_values()),
             upstream,
+            sms,
             limiter,
             cache,
             invalidations: match &cluster {
@@ -106,6 +117,16 @@ impl State {
     }
 }
 
+impl State {
+    /// The client for a route's upstream; `None` for an SMS route without `[sms]`.
+    pub fn upstream(&self, target: Target) -> Option<&Upstream> {
+        match target {
+            Target::Api => Some(&self.upstream),
+            Target::Sms => self.sms.as_ref(),
+        }
+    }
+}
+
 /// The limiter's view of `[rate_limit]` and the per-tenant and partner overrides.
 fn limiter_settings(cfg: &Config) -> ratelimit::Settings {
     let rl = &cfg.rate_limit;
@@ -115,6 +136,11 @@ fn limiter_settings(cfg: &Config) -> ratelimit::Settings {
             .tenants
             .iter()
             .filter_map(|t| Some((t.id.clone(), t.rate_limit?)))
+            .collect(),
+        sms: cfg
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), t.sms_rate_limit?)))
             .collect(),
         partner: cfg.partner.as_ref().and_then(|p| p.rate_limit),
         mode: rl.mode,

@@ -84,7 +84,8 @@ async fn shared_acquire(
     if let Some(paused) = local.paused_decision(bucket) {
         return Ok(paused);
     }
-    let policy = local.policy_of(bucket.slot().0);
+    let (tenant, class) = bucket.slot();
+    let policy = local.policy_of(tenant, class);
     let queue = match local.mode {
         Mode::Queue { max_wait } => Some(max_wait),
         Mode::Reject => None,

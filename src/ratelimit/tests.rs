@@ -550,3 +550,46 @@ fn housekeeping_drops_idle_keys_and_expired_pauses() {
     // A dropped bucket comes back full.
     assert_eq!(state(&lim.check(api(&ids[2]))), "\"default\";r=4;t=1");
 }
+
+fn sms(t: &Arc<str>) -> Bucket<'_> {
+    Bucket::Tenant {
+        tenant: t,
+        class: KeyClass::Sms,
+    }
+}
+
+#[test]
+fn the_sms_bucket_is_a_third_bucket_with_its_own_override() {
+    let mut settings = Settings::new(policy(1, 1));
+    settings.tenants.insert(tenant("big"), policy(100, 5));
+    settings.sms.insert(tenant("big"), policy(100, 2));
+    settings.tenants.insert(tenant("mid"), policy(100, 3));
+    let (lim, clock) = fake(settings);
+    let (big, mid, small) = (tenant("big"), tenant("mid"), tenant("small"));
+    // sms_rate_limit wins over the tenant's rate_limit, under its own policy name.
+    drain(&lim, sms(&big), 2);
+    let d = lim.check(sms(&big));
+    assert_eq!((d.outcome, d.policy), (Outcome::Limited, PolicyName::Sms));
+    assert_eq!(policy_header(&d), "\"sms\";q=2;w=1");
+    // The tenant's other buckets are untouched by it.
+    drain(&lim, api(&big), 5);
+    drain(&lim, shop(&big), 5);
+    // Without sms_rate_limit the tenant's rate_limit applies, in a bucket of its own.
+    drain(&lim, sms(&mid), 3);
+    let d = lim.check(sms(&mid));
+    assert_eq!(
+        (d.outcome, d.policy),
+        (Outcome::Limited, PolicyName::Tenant)
+    );
+    drain(&lim, api(&mid), 3);
+    // Default tenants: one keyed bucket per class.
+    drain(&lim, sms(&small), 1);
+    assert_eq!(lim.check(sms(&small)).outcome, Outcome::Limited);
+    drain(&lim, api(&small), 1);
+    // A pause of the SMS bucket leaves the tenant's API buckets alone.
+    clock.advance(Duration::from_secs(2));
+    lim.pause(sms(&small), Duration::from_secs(5));
+    assert_eq!(lim.check(sms(&small)).outcome, Outcome::UpstreamPaused);
+    assert_eq!(lim.check(api(&small)).outcome, Outcome::Allowed);
+    assert_eq!(lim.check(shop(&small)).outcome, Outcome::Allowed);
+}

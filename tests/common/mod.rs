@@ -52,6 +52,9 @@ pub struct Setup {
     pub rate_limit: String,
     /// The `[cache]` section's body.
     pub cache: String,
+    /// The `[sms]` section's body (`None`: no `[sms]` section). `$MOCK` stands for the mock's
+    /// base URL (the mock serves the SMS host's paths too); with `tls`, `ca_file` is added.
+    pub sms: Option<String>,
 }
 
 impl Default for Setup {
@@ -69,6 +72,7 @@ impl Default for Setup {
             tenants: None,
             rate_limit: "requests_per_second = 10000\nburst = 10000".into(),
             cache: String::new(),
+            sms: None,
         }
     }
 }
@@ -83,6 +87,25 @@ pub struct Harness {
     pub client: Client<HttpConnector, Full<Bytes>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// Lines that give a default tenant (`acme` or `globex`) its SMS account from the files
+/// [`write_keys`] writes.
+pub fn sms_account(tenant: &str) -> String {
+    format!(
+        "sms = {{ username = {{ file = \"{tenant}.sms_user\" }}, password = {{ file = \"{tenant}.sms_password\" }} }}\n"
+    )
+}
+
+/// A harness set-up with `[sms]` pointing at the mock and both default tenants holding their
+/// SMS account.
+pub fn sms_setup() -> Setup {
+    Setup {
+        sms: Some("base_url = \"$MOCK\"\ntimeout_ms = 2000".into()),
+        acme: sms_account("acme"),
+        globex: sms_account("globex"),
+        ..Setup::default()
+    }
 }
 
 /// The config text the harness uses: unless `setup.tenants` says otherwise, tenants `acme`
@@ -118,11 +141,16 @@ api_key = {{ file = "globex.api" }}
             },
         )
     });
+    let sms = setup.sms.as_ref().map_or(String::new(), |body| {
+        format!("[sms]\n{ca}{}\n", body.replace("$MOCK", base_url))
+    });
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 {server}
+
+{sms}
 
 [upstream]
 base_url = "{base_url}"
@@ -164,6 +192,10 @@ pub fn write_keys(dir: &Path, accounts: &MockAccounts) {
     w("acme.api", &accounts.shops[0].api_key);
     w("acme.shop", &accounts.shops[0].shop_key);
     w("globex.api", &accounts.shops[1].api_key);
+    for (name, shop) in ["acme", "globex"].iter().zip(&accounts.shops) {
+        w(&format!("{name}.sms_user"), &shop.sms_username);
+        w(&format!("{name}.sms_password"), &shop.sms_password);
+    }
 }
 
 impl Harness {

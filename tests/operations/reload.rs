@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etelecom_gateway::mock::{DEMO_ACME_ID, DEMO_ACME_SHOP_KEY, DEMO_PARTNER_KEY};
+use etelecom_gateway::mock::{DEMO_ACME_SMS_PASSWORD, DEMO_ACME_SMS_USERNAME};
 use etelecom_gateway::mock::{MockAccounts, MockShop, MockUpstream};
 
 use crate::common::proc::Gateway;
@@ -30,6 +31,8 @@ fn rotating_accounts() -> MockAccounts {
         id: DEMO_ACME_ID.into(),
         api_key: api_key.into(),
         shop_key: DEMO_ACME_SHOP_KEY.into(),
+        sms_username: DEMO_ACME_SMS_USERNAME.into(),
+        sms_password: DEMO_ACME_SMS_PASSWORD.into(),
     };
     MockAccounts {
         shops: vec![shop(OLD_KEY), shop(NEW_KEY)],
