@@ -7,8 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, SHOP_API, Setup, sample, sms_account, sms_setup};
-use etelecom_gateway::mock::MockKeyType;
+use common::proc::Gateway;
+use common::{Harness, SHOP_API, Setup, post_with, sample, sms_account, sms_setup, write};
+use etelecom_gateway::mock::{MockAccounts, MockKeyType, MockShop};
 use serde_json::Value;
 
 const SEND: &str = "/sms/api/OmniMessage/SendMessage";
@@ -396,4 +397,175 @@ async fn get_status_is_cached_only_with_a_fixed_ttl_and_send_never() {
     // Another tenant never shares the entry.
     assert_eq!(h.call(STATUS, Some("globex"), body).await.x_cache(), "MISS");
     assert_eq!(h.mock.request_count(), 4, "2 sends, 2 status misses");
+}
+
+/// Canary SMS credentials (and a caller-sent canary password) through every SMS flow, with the
+/// real binary at trace level: none may appear in any log line, error body, `/metrics` or
+/// `/config`, where the account shows only as fingerprints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_canaries_reach_no_log_line_error_body_metric_or_config() {
+    const USER: &str = "CANARY-sms-user";
+    const PASSWORD: &str = "CANARY-sms-password";
+    let accounts = MockAccounts {
+        shops: vec![MockShop {
+            id: "1001".into(),
+            api_key: "1001:canary-free-api-key".into(),
+            shop_key: "shop1001:canary-free-shop-key".into(),
+            sms_username: USER.into(),
+            sms_password: PASSWORD.into(),
+        }],
+        partner_key: "9000:canary-free-partner-key".into(),
+    };
+    let mock = common::start_mock(accounts, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ca.pem", mock.ca_pem().unwrap());
+    write(dir.path(), "sms.password", &format!("{PASSWORD}\n"));
+    write(dir.path(), "wrong.password", "CANARY-wrong-password\n");
+    write(dir.path(), "api.key", "1001:canary-free-api-key\n");
+    let cfg = write(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[shutdown]
+drain_delay_secs = 0
+[upstream]
+base_url = "{base}"
+ca_file = "ca.pem"
+[sms]
+base_url = "{base}"
+ca_file = "ca.pem"
+timeout_ms = 500
+[[tenants]]
+id = "acme"
+api_key = {{ file = "api.key" }}
+sms = {{ username = {{ env = "CANARY_SMS_USER" }}, password = {{ file = "sms.password" }} }}
+[[tenants]]
+id = "beta"
+sms = {{ username = {{ env = "CANARY_SMS_USER" }}, password = {{ file = "wrong.password" }} }}
+[[tenants]]
+id = "nosms"
+api_key = {{ file = "api.key" }}
+"#,
+            base = mock.base_url()
+        ),
+    );
+    let mut gw = Gateway::start_with(&cfg, &[("RUST_LOG", "trace"), ("CANARY_SMS_USER", USER)]);
+    let client = common::client();
+    /// Tenant, path, body, extra headers, the status expected.
+    type Flow<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let flows: &[Flow<'_>] = &[
+        ("acme", SEND, OTP, &[], 200),
+        (
+            "acme",
+            SEND,
+            r#"{"username":"CANARY-caller-user","password":"CANARY-caller-password","phonenumber":"84901234567","templatecode":"OTP1"}"#,
+            &[],
+            200,
+        ),
+        (
+            "acme",
+            SEND,
+            OTP,
+            &[("x-mock-behaviour", "sms_status=-3")],
+            200,
+        ),
+        (
+            "acme",
+            STATUS,
+            r#"{"idOmniMess":"ICOMNI000000000000000000000000000001"}"#,
+            &[],
+            200,
+        ),
+        ("acme", SEND, "[\"CANARY-not-an-object\"]", &[], 400),
+        ("acme", SEND, OTP, &[("x-mock-behaviour", "hang")], 504),
+        (
+            "acme",
+            SEND,
+            OTP,
+            &[("x-mock-behaviour", "status=500")],
+            500,
+        ),
+        ("beta", SEND, OTP, &[], 401),
+        ("nosms", SEND, OTP, &[], 403),
+    ];
+    for (tenant, path, body, extra, want) in flows {
+        let r = common::send(
+            &client,
+            post_with(gw.public, path, Some(tenant), body, extra),
+        )
+        .await;
+        assert_eq!(
+            r.status.as_u16(),
+            *want,
+            "{tenant} {path} {extra:?}: {}",
+            r.text()
+        );
+        assert!(
+            !r.text().contains("CANARY"),
+            "{path}: body leaks: {}",
+            r.text()
+        );
+    }
+    // The caller's password never reached the SMS host; the account did, in the body only.
+    let got = mock.received();
+    assert!(
+        got.iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("CANARY-caller"))
+    );
+    assert!(got.iter().all(|r| r.headers.get("authorization").is_none()));
+
+    let metrics = common::send(
+        &client,
+        http::Request::get(gw.admin_url("/metrics"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("key_class=\"sms\""),
+        "{}",
+        metrics.text()
+    );
+    assert!(!metrics.text().contains("CANARY"), "{}", metrics.text());
+    let view = common::send(
+        &client,
+        http::Request::get(gw.admin_url("/config"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert!(!view.text().contains("CANARY"), "{}", view.text());
+    let v = view.json();
+    let fp = |s: &str| {
+        let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+        let hex: String = d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    };
+    assert_eq!(v["tenants"][0]["sms"]["username"], fp(USER));
+    assert_eq!(v["tenants"][0]["sms"]["password"], fp(PASSWORD));
+    assert_eq!(v["tenants"][2]["sms"], Value::Null);
+
+    assert_eq!(gw.proc.interrupt(), Some(0));
+    let log = gw.proc.log_text();
+    assert!(log.contains("request body"), "debug body logging ran");
+    // The caller-sent pair is masked by field name (the scrubber does not know the caller's).
+    let masked = gw
+        .proc
+        .log
+        .iter()
+        .filter(|l| l.contains("request body") && l.contains("84901234567"))
+        .any(|l| {
+            l.contains(r#"username\":\"[REDACTED]"#) && l.contains(r#"password\":\"[REDACTED]"#)
+        });
+    assert!(masked, "no masked SMS request body in the log");
+    for line in &gw.proc.log {
+        assert!(!line.contains("CANARY"), "log line leaks a canary: {line}");
+    }
+    mock.shutdown().await;
 }

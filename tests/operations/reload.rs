@@ -1,13 +1,13 @@
-//! Reloads without a restart: key rotation by a Kubernetes Secret volume swap (file watching
-//! alone), and invalid reloads (an emptied secret, SIGHUP, invalid TOML) refused while the
+//! Reloads without a restart: key and SMS password rotation by a Kubernetes Secret volume swap
+//! under a request loop (file watching alone), and invalid reloads (an emptied secret, SIGHUP, invalid TOML) refused while the
 //! running config stays.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use etelecom_gateway::mock::DEMO_ACME_SMS_USERNAME;
 use etelecom_gateway::mock::{DEMO_ACME_ID, DEMO_ACME_SHOP_KEY, DEMO_PARTNER_KEY};
-use etelecom_gateway::mock::{DEMO_ACME_SMS_PASSWORD, DEMO_ACME_SMS_USERNAME};
-use etelecom_gateway::mock::{MockAccounts, MockShop, MockUpstream};
+use etelecom_gateway::mock::{MockAccounts, MockShop, MockUpstream, Received};
 
 use crate::common::proc::Gateway;
 use crate::common::{post, post_with, sample, write};
@@ -19,23 +19,29 @@ use crate::support::{
 /// with the same id, see [`rotating_accounts`]).
 const OLD_KEY: &str = "1001:ops-old-api-key-4f1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f708192a3b";
 const NEW_KEY: &str = "1001:ops-new-api-key-9e8d7c6b5a4938271605f4e3d2c1b0a9f8e7d6c5b4a39281706f";
+/// Shop 1001's SMS password before and after a rotation (the same two `MockShop` entries).
+const OLD_SMS_PASSWORD: &str = "ops-old-sms-password 7c1e";
+const NEW_SMS_PASSWORD: &str = "ops-new-sms-password 2b9d";
 
 /// Bound for a reload to show up in the log after the file change or the signal.
 const RELOAD: Duration = Duration::from_secs(10);
 
-/// Shop 1001 twice, once with [`OLD_KEY`] and once with [`NEW_KEY`]: the mock's
-/// `identify_token` takes the first shop whose key matches, so both keys are accepted as shop
-/// 1001 (what eTelecom does while both keys of a rotation are valid).
+/// Shop 1001 twice, once with the old and once with the new key and SMS password: the mock takes
+/// the first shop whose credential matches, so both are accepted as shop 1001 (what eTelecom
+/// does while both credentials of a rotation are valid).
 fn rotating_accounts() -> MockAccounts {
-    let shop = |api_key: &str| MockShop {
+    let shop = |api_key: &str, sms_password: &str| MockShop {
         id: DEMO_ACME_ID.into(),
         api_key: api_key.into(),
         shop_key: DEMO_ACME_SHOP_KEY.into(),
         sms_username: DEMO_ACME_SMS_USERNAME.into(),
-        sms_password: DEMO_ACME_SMS_PASSWORD.into(),
+        sms_password: sms_password.into(),
     };
     MockAccounts {
-        shops: vec![shop(OLD_KEY), shop(NEW_KEY)],
+        shops: vec![
+            shop(OLD_KEY, OLD_SMS_PASSWORD),
+            shop(NEW_KEY, NEW_SMS_PASSWORD),
+        ],
         partner_key: DEMO_PARTNER_KEY.into(),
     }
 }
@@ -63,19 +69,30 @@ fn reloads(metrics: &str, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// The bearer token the mock received in `r` (`-` for none).
+fn bearer(r: &Received) -> String {
+    r.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// The SMS password the mock received in the body of `r` (`-` for none).
+fn sms_password(r: &Received) -> String {
+    serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["password"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// The bearer tokens the mock received on `path`, oldest first.
 fn keys_received(mock: &MockUpstream, path: &str) -> Vec<String> {
     mock.received()
         .iter()
         .filter(|r| r.path == path)
-        .map(|r| {
-            r.headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("-")
-                .to_owned()
-        })
+        .map(bearer)
         .collect()
 }
 
@@ -86,12 +103,31 @@ fn assert_no_key(log: &str) {
     }
 }
 
-/// A Secret volume as the kubelet lays it out: `..2026_a/api_key`, `..data -> ..2026_a`,
-/// `api_key -> ..data/api_key`. The kubelet's update (new timestamped dir, `..data_tmp` renamed
+/// One secret rotated by a Kubernetes Secret volume swap while requests keep coming.
+struct Rotation {
+    /// The file's name in the volume.
+    file: &'static str,
+    old: &'static str,
+    new: &'static str,
+    /// The `[[tenants]]` block reading the secret from the given path.
+    tenants: fn(&Path) -> String,
+    /// Extra top-level sections.
+    extra: &'static str,
+    /// The gateway path called, the body sent, and the path the mock receives it on.
+    path: &'static str,
+    body: &'static str,
+    upstream_path: &'static str,
+    /// The secret as the mock received it in one request.
+    received: fn(&Received) -> String,
+    /// Where `GET /config` shows the secret's fingerprint.
+    view: fn(&serde_json::Value) -> &serde_json::Value,
+}
+
+/// A Secret volume as the kubelet lays it out: `..2026_a/<file>`, `..data -> ..2026_a`,
+/// `<file> -> ..data/<file>`. The kubelet's update (new timestamped dir, `..data_tmp` renamed
 /// over `..data`) is picked up by file watching alone (the reload interval is an hour): requests
-/// switch to the new key without a restart, none fails, and the old key is not sent again.
-#[test]
-fn kubernetes_secret_swap_rotates_the_key_without_a_restart() {
+/// switch to the new secret without a restart, none fails, and the old one is not sent again.
+fn secret_swap_under_load(rot: &Rotation) {
     const MAX_REQUESTS: usize = 4000;
     const MAX_TIME: Duration = Duration::from_secs(20);
     /// Requests sent after the reload was logged, before the loop stops.
@@ -104,19 +140,22 @@ fn kubernetes_secret_swap_rotates_the_key_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("secret-volume");
     std::fs::create_dir_all(vol.join("..2026_a")).unwrap();
-    write(&vol.join("..2026_a"), "api_key", &format!("{OLD_KEY}\n"));
+    write(&vol.join("..2026_a"), rot.file, &format!("{}\n", rot.old));
     symlink("..2026_a", &vol.join("..data"));
-    symlink("..data/api_key", &vol.join("api_key"));
-    let tenants = format!(
-        "[[tenants]]\nid = \"acme\"\napi_key = {{ file = \"{}\" }}\n",
-        vol.join("api_key").display()
-    );
-    let mut gw = Gateway::start(&write_config(dir.path(), &config(&mock, Some(&tenants))));
+    symlink(&format!("..data/{}", rot.file), &vol.join(rot.file));
+    let tenants = (rot.tenants)(&vol.join(rot.file));
+    let mut setup = config(&mock, Some(&tenants));
+    setup
+        .extra
+        .push_str(&rot.extra.replace("$MOCK", &mock.base_url()));
+    let env = [("OPS_SMS_USERNAME", DEMO_ACME_SMS_USERNAME)];
+    let mut gw = Gateway::start_with(&write_config(dir.path(), &setup), &env);
     let pid = gw.proc.pid();
     let http = Http::new();
 
     let began = Instant::now();
     let mut statuses: Vec<(usize, u16, String)> = Vec::new();
+    let mut sent = 0;
     let mut reload_logged_at: Option<usize> = None;
     rt.block_on(async {
         // Pacing only keeps the loop from hogging the CPU; nothing waits on it.
@@ -127,16 +166,17 @@ fn kubernetes_secret_swap_rotates_the_key_without_a_restart() {
             }
             pace.tick().await;
             let r = http
-                .try_send(post(gw.public, CALL_LOGS, Some("acme"), "{}"), false)
+                .try_send(post(gw.public, rot.path, Some("acme"), rot.body), false)
                 .await
                 .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            sent += 1;
             if r.status != 200 {
                 statuses.push((i, r.status.as_u16(), r.text()));
             }
             if i + 1 == BEFORE_SWAP {
                 // What the kubelet's atomic writer does.
                 std::fs::create_dir(vol.join("..2026_b")).unwrap();
-                write(&vol.join("..2026_b"), "api_key", &format!("{NEW_KEY}\n"));
+                write(&vol.join("..2026_b"), rot.file, &format!("{}\n", rot.new));
                 symlink("..2026_b", &vol.join("..data_tmp"));
                 std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).unwrap();
             }
@@ -172,50 +212,99 @@ fn kubernetes_secret_swap_rotates_the_key_without_a_restart() {
         .unwrap();
     assert!(line.contains("FileChange"), "reload trigger: {line}");
 
-    let keys = keys_received(&mock, CALL_LOGS);
-    assert!(
-        keys.len() >= reload_at + AFTER_RELOAD,
-        "{} requests",
-        keys.len()
-    );
-    assert!(
-        keys[..BEFORE_SWAP].iter().all(|k| k == OLD_KEY),
-        "before the swap the old key is sent"
-    );
-    assert!(
-        keys.iter().all(|k| k == OLD_KEY || k == NEW_KEY),
-        "only the two keys are ever sent"
-    );
-    let first_new = keys
+    let secrets: Vec<String> = mock
+        .received()
         .iter()
-        .position(|k| k == NEW_KEY)
-        .expect("the mock received the new key");
+        .filter(|r| r.path == rot.upstream_path)
+        .map(rot.received)
+        .collect();
+    // No request lost: every one the loop sent reached the upstream, once.
+    assert_eq!(secrets.len(), sent, "requests sent vs received upstream");
+    assert!(secrets.len() >= reload_at + AFTER_RELOAD, "{sent} requests");
+    assert!(
+        secrets[..BEFORE_SWAP].iter().all(|k| k == rot.old),
+        "before the swap the old secret is sent"
+    );
+    assert!(
+        secrets.iter().all(|k| k == rot.old || k == rot.new),
+        "only the two secrets are ever sent"
+    );
+    let first_new = secrets
+        .iter()
+        .position(|k| k == rot.new)
+        .expect("the mock received the new secret");
     // The loop is sequential and the gateway swaps its state atomically: once one request
-    // carried the new key, every later one does.
-    let old_after: Vec<usize> = keys
+    // carried the new secret, every later one does.
+    let old_after: Vec<usize> = secrets
         .iter()
         .enumerate()
         .skip(first_new)
-        .filter(|(_, k)| *k == OLD_KEY)
+        .filter(|(_, k)| *k == rot.old)
         .map(|(i, _)| i)
         .collect();
     assert!(
         old_after.is_empty(),
-        "the old key was sent after the new one (first new at {first_new}): {old_after:?}"
+        "the old secret was sent after the new one (first new at {first_new}): {old_after:?}"
     );
-    let tail = &keys[keys.len() - AFTER_RELOAD..];
+    let tail = &secrets[secrets.len() - AFTER_RELOAD..];
     assert!(
-        tail.iter().all(|k| k == NEW_KEY),
-        "last {AFTER_RELOAD}: new key"
+        tail.iter().all(|k| k == rot.new),
+        "last {AFTER_RELOAD}: new secret"
     );
 
-    // The admin view shows the new key's fingerprint.
+    // The admin view shows the new secret's fingerprint.
     let view = rt.block_on(http.get(&gw.admin_url("/config"))).json();
     assert_eq!(
-        view["tenants"][0]["api_key"],
-        format!("sha256:{}", fingerprint(NEW_KEY))
+        (rot.view)(&view),
+        &serde_json::Value::String(format!("sha256:{}", fingerprint(rot.new)))
     );
-    assert_no_key(&log);
+    for secret in [rot.old, rot.new] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+}
+
+#[test]
+fn kubernetes_secret_swap_rotates_the_key_without_a_restart() {
+    secret_swap_under_load(&Rotation {
+        file: "api_key",
+        old: OLD_KEY,
+        new: NEW_KEY,
+        tenants: |file| {
+            format!(
+                "[[tenants]]\nid = \"acme\"\napi_key = {{ file = \"{}\" }}\n",
+                file.display()
+            )
+        },
+        extra: "",
+        path: CALL_LOGS,
+        body: "{}",
+        upstream_path: CALL_LOGS,
+        received: bearer,
+        view: |v| &v["tenants"][0]["api_key"],
+    });
+}
+
+/// The same swap for an SMS password: `SendMessage` keeps succeeding and the SMS host receives
+/// the new password in the body from the reload on.
+#[test]
+fn kubernetes_secret_swap_rotates_the_sms_password_without_a_restart() {
+    secret_swap_under_load(&Rotation {
+        file: "sms_password",
+        old: OLD_SMS_PASSWORD,
+        new: NEW_SMS_PASSWORD,
+        tenants: |file| {
+            format!(
+                "[[tenants]]\nid = \"acme\"\nsms = {{ username = {{ env = \"OPS_SMS_USERNAME\" }}, password = {{ file = \"{}\" }} }}\n",
+                file.display()
+            )
+        },
+        extra: "[sms]\nbase_url = \"$MOCK\"\n",
+        path: "/sms/api/OmniMessage/SendMessage",
+        body: r#"{"phonenumber":"84901234567","templatecode":"OTP1","list_param":{"otp":"1"}}"#,
+        upstream_path: "/api/OmniMessage/SendMessage",
+        received: sms_password,
+        view: |v| &v["tenants"][0]["sms"]["password"],
+    });
 }
 
 /// An emptied secret file, then SIGHUP with it still empty, then invalid TOML in the config:
