@@ -1,33 +1,52 @@
-//! Request bodies: reading them under a size limit and checking they are a JSON object.
+//! Request bodies: reading them under a size limit and within time limits, and checking they are
+//! a JSON object.
 //!
 //! A body whose declared `Content-Length` is over the limit is refused before a byte of it is
-//! read; a chunked body is cut off as soon as it passes the limit.
+//! read; a chunked body is cut off as soon as it passes the limit. A body that stops arriving is
+//! given up on (408) after [`BodyLimits::between_reads`] without a byte (NGINX
+//! `client_body_timeout`), or once [`BodyLimits::total`] has passed since its headers, however
+//! slowly it trickles in.
 //!
 //! The JSON check builds no tree: the body must be UTF-8, one JSON document
 //! (`serde::de::IgnoredAny`, which walks it without recursion or allocation) that is an object,
 //! and nested no deeper than `server.max_json_depth` ([`json_depth_exceeds`], one pass over the
 //! bytes).
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
+use tokio::time::Instant;
 
 use crate::error::GatewayError;
 
 /// The body sent upstream when the caller sent none.
 pub const EMPTY_OBJECT: &[u8] = b"{}";
 
-/// Reads the whole body, refusing it past `limit` bytes.
+/// How much of a body is read, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    /// The longest wait for the next piece of the body (`server.client_body_timeout_ms`).
+    pub between_reads: Duration,
+    /// The whole body must have arrived this long after its headers (`server.request_timeout_ms`).
+    pub total: Duration,
+}
+
+/// Reads the whole body under `limits`: past `max_bytes` it is refused (413), and a body that
+/// stalls or trickles past its time is refused with [`GatewayError::BodyTimeout`] (408).
 pub async fn collect_limited<B>(
     headers: &HeaderMap,
     body: B,
-    limit: u64,
+    limits: &BodyLimits,
 ) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let limit = limits.max_bytes;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -35,12 +54,56 @@ where
     if declared.is_some_and(|n| n > limit) || body.size_hint().lower() > limit {
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(_) => Err(GatewayError::BodyRead),
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
     }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let body = std::pin::pin!(Limited::new(body, limit_usize));
+    let mut body = body;
+    let deadline = Instant::now() + limits.total;
+    // One timer for the whole read, moved forward after every piece.
+    let timer = tokio::time::sleep(limits.between_reads.min(limits.total));
+    let mut timer = std::pin::pin!(timer);
+    // The first piece is kept as is (most bodies come in one); more are joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => return Err(GatewayError::BodyTimeout),
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: nothing to forward.
+                Err(_) => continue,
+            },
+            Some(Err(e)) if e.is::<LengthLimitError>() => {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            Some(Err(_)) => return Err(GatewayError::BodyRead),
+        };
+        timer
+            .as_mut()
+            .reset((Instant::now() + limits.between_reads).min(deadline));
+        match (&mut first, &mut joined) {
+            (_, Some(all)) => all.extend_from_slice(&data),
+            (Some(one), None) => {
+                let mut all = BytesMut::with_capacity(one.len() + data.len());
+                all.extend_from_slice(one);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+            (None, None) => first = Some(data),
+        }
+    }
+    Ok(match (first, joined) {
+        (_, Some(all)) => all.freeze(),
+        (Some(one), None) => one,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// Checks that `body` is one JSON object (an empty or all-whitespace body counts as `{}`),
@@ -170,7 +233,7 @@ mod tests {
     async fn declared_oversize_is_refused_unread() {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, "11".parse().expect("hv"));
-        let err = collect_limited(&headers, Full::new(Bytes::from_static(b"{}")), 10)
+        let err = collect_limited(&headers, Full::new(Bytes::from_static(b"{}")), &limits(10))
             .await
             .unwrap_err();
         assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
@@ -182,7 +245,7 @@ mod tests {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"aaaa")))
         });
         let body = StreamBody::new(iter_stream(chunks));
-        let err = collect_limited(&HeaderMap::new(), body, 10)
+        let err = collect_limited(&HeaderMap::new(), body, &limits(10))
             .await
             .unwrap_err();
         assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
@@ -193,11 +256,88 @@ mod tests {
         let got = collect_limited(
             &HeaderMap::new(),
             Full::new(Bytes::from_static(b"{\"a\":1}")),
-            7,
+            &limits(7),
         )
         .await
         .expect("within limit");
         assert_eq!(got, "{\"a\":1}");
+    }
+
+    fn limits(max_bytes: u64) -> BodyLimits {
+        BodyLimits {
+            max_bytes,
+            between_reads: Duration::from_secs(5),
+            total: Duration::from_secs(10),
+        }
+    }
+
+    /// A body in several pieces is read whole; one that stops arriving, or trickles in past its
+    /// total time, is a timeout. (Tokio's paused clock: no real waiting.)
+    #[tokio::test(start_paused = true)]
+    async fn stalled_and_trickling_bodies_time_out() {
+        let three = iter_stream((0..3).map(|i| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(format!("{i}"))))
+        }));
+        let got = collect_limited(&HeaderMap::new(), StreamBody::new(three), &limits(100))
+            .await
+            .expect("whole");
+        assert_eq!(got, "012");
+
+        // Two bytes, then nothing.
+        let (tx, rx) = tokio::sync::mpsc::channel::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >(4);
+        tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"{\""))))
+            .await
+            .expect("send");
+        let stalled = StreamBody::new(Receiver(rx));
+        let started = Instant::now();
+        let err = collect_limited(&HeaderMap::new(), stalled, &limits(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::BodyTimeout), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "between_reads");
+        drop(tx);
+
+        // A byte every 4 s never trips the 5 s gap, but the 10 s total ends it.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                if tx
+                    .send(Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                        Bytes::from_static(b" "),
+                    )))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+        });
+        let started = Instant::now();
+        let err = collect_limited(
+            &HeaderMap::new(),
+            StreamBody::new(Receiver(rx)),
+            &limits(100),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, GatewayError::BodyTimeout), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "total");
+    }
+
+    /// A `Stream` over a channel.
+    struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> futures_core::Stream for Receiver<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
     }
 
     /// A minimal `Stream` over an iterator, to send a body in several frames.

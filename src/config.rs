@@ -28,10 +28,12 @@ mod cluster;
 mod limits;
 mod ops;
 mod tenants;
+mod timeouts;
 mod view;
 pub use cluster::{ClusterConfig, OnUnavailable};
 pub use limits::{CacheConfig, RateLimitConfig, RateMode, RatePolicy};
 pub use ops::{AdminConfig, MetricsConfig, ReloadConfig, ShutdownConfig};
+pub use timeouts::ServerTimeouts;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,11 +69,14 @@ pub struct ServerConfig {
     pub allowed_callers: Vec<IpNet>,
     pub max_body_bytes: u64,
     pub max_connections: usize,
+    /// From accept (or a later request's first byte) to a complete request head.
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     /// Deepest nesting of arrays and objects accepted in a request body (the body's own
     /// object is depth 1).
     pub max_json_depth: usize,
+    /// Body, keep-alive and HTTP/2 PING timeouts.
+    pub timeouts: ServerTimeouts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -499,6 +504,7 @@ impl Parser<'_> {
         let max_body_bytes = s.positive(self, "max_body_bytes", 1024 * 1024);
         let max_connections = s.positive(self, "max_connections", 4096);
         let header_read_timeout = s.millis(self, "header_read_timeout_ms", 10_000);
+        let timeouts = self.server_timeouts(&mut s);
         let max_header_bytes: u64 = s.take_or(self, "max_header_bytes", 16 * 1024);
         if !(8192..=1024 * 1024).contains(&max_header_bytes) {
             self.problem(
@@ -521,6 +527,7 @@ impl Parser<'_> {
             header_read_timeout,
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
             max_json_depth: usize::try_from(max_json_depth).unwrap_or(usize::MAX),
+            timeouts,
         })
     }
 

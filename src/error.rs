@@ -59,6 +59,8 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("request body could not be read")]
     BodyRead,
+    #[error("request body did not arrive in time")]
+    BodyTimeout,
     #[error("rate limited")]
     RateLimited {
         retry_after: Duration,
@@ -100,6 +102,7 @@ impl GatewayError {
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => match e {
@@ -139,6 +142,8 @@ impl GatewayError {
             | Self::MethodNotAllowed => "bad_route",
             Self::RateLimited { .. } => "resource_exhausted",
             Self::ClusterUnavailable => "unavailable",
+            // Twirp maps deadline_exceeded to 408 too.
+            Self::BodyTimeout => "deadline_exceeded",
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout | UpstreamError::ConnectTimeout => "deadline_exceeded",
                 UpstreamError::Connect
@@ -175,6 +180,7 @@ impl GatewayError {
             Self::BodyTooDeep => "request body nests arrays and objects too deeply",
             Self::BodyTooLarge { .. } => "request body is too large",
             Self::BodyRead => "request body could not be read",
+            Self::BodyTimeout => "request body did not arrive in time",
             Self::BadPurge(reason) => reason,
             Self::RateLimited { .. } => "rate limit exceeded for this eTelecom key",
             Self::ClusterUnavailable => {

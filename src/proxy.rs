@@ -273,9 +273,11 @@ impl Gateway {
         let mut body = Some(body);
         let result = self.steps(state, parts, &mut body, log).await;
         if let (Err(_), Some(unread)) = (&result, body) {
-            let limit = state.config.server.max_body_bytes;
+            let server = &state.config.server;
+            let limits = server.timeouts.body_limits(server.max_body_bytes);
             let none = http::HeaderMap::new();
-            let _ = tokio::time::timeout(LINGER, body::collect_limited(&none, unread, limit)).await;
+            let drained = body::collect_limited(&none, unread, &limits);
+            let _ = tokio::time::timeout(LINGER, drained).await;
         }
         result
     }
@@ -307,7 +309,8 @@ impl Gateway {
         let body = body
             .take()
             .ok_or(GatewayError::Internal("request body taken twice"))?;
-        let body = body::collect_limited(&parts.headers, body, cfg.server.max_body_bytes).await?;
+        let limits = cfg.server.timeouts.body_limits(cfg.server.max_body_bytes);
+        let body = body::collect_limited(&parts.headers, body, &limits).await?;
         log.bytes_in = body.len();
         let body = body::json_object(body, cfg.server.max_json_depth)?;
         if tracing::enabled!(Level::DEBUG) {

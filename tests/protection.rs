@@ -176,3 +176,217 @@ async fn a_non_utf8_tenant_header_is_a_400() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("\"code\":\"invalid_argument\""), "{answer}");
 }
+
+/// Asserts that something the gateway cut off took at least `min` (it waited for its timeout)
+/// and well under the bound of the test's reads.
+#[track_caller]
+fn assert_took(took: Duration, min: Duration) {
+    assert!(
+        took >= min && took < Duration::from_secs(3),
+        "took {took:?}, expected at least {min:?}"
+    );
+}
+
+/// Connects and sends `bytes` (maybe none).
+async fn open(h: &Harness, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.unwrap();
+    }
+    s
+}
+
+/// A complete HTTP/1.1 request for `acme`, keeping the connection open unless `close`.
+fn full_request(close: bool) -> Vec<u8> {
+    let connection = if close { "connection: close\r\n" } else { "" };
+    format!(
+        "POST {SHOP_API} HTTP/1.1\r\nhost: x\r\nx-tenant-id: acme\r\n{connection}content-length: 2\r\n\r\n{{}}"
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 response head (up to the blank line) and returns it.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_within_the_header_timeout() {
+    let h = Harness::with(Setup {
+        server: "header_read_timeout_ms = 300".into(),
+        ..Setup::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut s = open(&h, b"").await;
+    let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let took = started.elapsed();
+    assert!(answer.is_empty(), "{answer}");
+    assert_took(took, Duration::from_millis(250));
+}
+
+/// Headers complete, `Content-Length: 100`, 2 bytes, then silence: a JSON 408 after the body
+/// timeout, nothing sent upstream.
+#[tokio::test]
+async fn a_stalled_body_gets_a_json_408() {
+    let h = Harness::with(Setup {
+        server: "client_body_timeout_ms = 300\nrequest_timeout_ms = 5000".into(),
+        ..Setup::default()
+    })
+    .await;
+    let head = format!(
+        "POST {SHOP_API} HTTP/1.1\r\nhost: x\r\nx-tenant-id: acme\r\ncontent-length: 100\r\n\r\n{{\""
+    );
+    let started = Instant::now();
+    let mut s = open(&h, head.as_bytes()).await;
+    let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["code"], "deadline_exceeded", "{v}");
+    assert_eq!(v["meta"]["source"], "gateway", "{v}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert_took(took, Duration::from_millis(250));
+    assert_eq!(h.mock.request_count(), 0);
+}
+
+/// A body that trickles in (a byte every 100 ms, never a 300 ms gap) is refused once the total
+/// request time has passed.
+#[tokio::test]
+async fn a_trickling_body_hits_the_total_timeout() {
+    let h = Harness::with(Setup {
+        server: "client_body_timeout_ms = 300\nrequest_timeout_ms = 800".into(),
+        ..Setup::default()
+    })
+    .await;
+    let head = format!(
+        "POST {SHOP_API} HTTP/1.1\r\nhost: x\r\nx-tenant-id: acme\r\ncontent-length: 100\r\n\r\n"
+    );
+    let started = Instant::now();
+    let mut s = open(&h, head.as_bytes()).await;
+    let (mut rd, mut wr) = s.split();
+    let trickle = async {
+        // The slow client itself: it paces its writes (this is the behaviour under test).
+        for _ in 0..50 {
+            if wr.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut buf));
+    let (read, ()) = tokio::join!(read, trickle);
+    read.expect("closed within 5 s").ok();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_took(took, Duration::from_millis(700));
+}
+
+/// An HTTP/2 connection that sends its preface and SETTINGS and then nothing is closed (GOAWAY,
+/// then EOF) within the header timeout.
+#[tokio::test]
+async fn an_h2_connection_sending_only_the_preface_is_closed() {
+    let h = Harness::with(Setup {
+        server: "header_read_timeout_ms = 300".into(),
+        ..Setup::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut s = open(
+        &h,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .ok();
+    let took = started.elapsed();
+    assert_took(took, Duration::from_millis(250));
+    // The server's frames: SETTINGS (type 4) first, and a GOAWAY (type 7) before the close.
+    assert!(buf.len() >= 9 && buf[3] == 4, "{buf:?}");
+    let mut at = 0;
+    let mut types = Vec::new();
+    while at + 9 <= buf.len() {
+        let len =
+            usize::from(buf[at]) << 16 | usize::from(buf[at + 1]) << 8 | usize::from(buf[at + 2]);
+        types.push(buf[at + 3]);
+        at += 9 + len;
+    }
+    assert!(types.contains(&7), "a GOAWAY among the frames {types:?}");
+}
+
+/// A keep-alive connection with no new request is closed after the keep-alive timeout.
+#[tokio::test]
+async fn an_idle_keepalive_connection_is_closed() {
+    let h = Harness::with(Setup {
+        server: "keepalive_timeout_ms = 300\nheader_read_timeout_ms = 10000".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut s = open(&h, &full_request(false)).await;
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+    let served = Instant::now();
+    read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let took = served.elapsed();
+    assert_took(took, Duration::from_millis(250));
+}
+
+/// With `max_connections = 3` held by idle sockets (two silent since accept, one kept alive
+/// after a request), new callers are still served at once: the longest-idle one is closed to
+/// make room, and nobody waits for a timeout (all are a minute here).
+#[tokio::test]
+async fn idle_connections_cannot_lock_callers_out() {
+    let h = Harness::with(Setup {
+        server: "max_connections = 3\nheader_read_timeout_ms = 60000\nkeepalive_timeout_ms = 60000"
+            .into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut kept = open(&h, &full_request(false)).await;
+    assert!(read_head(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let mut silent = vec![open(&h, b"").await, open(&h, b"").await];
+    for round in 0..4 {
+        let started = Instant::now();
+        let mut caller = open(&h, &full_request(true)).await;
+        let answer = read_to_close(&mut caller, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("caller {round}: {e}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "caller {round}: {answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // Take the idle seat back for the next round.
+        silent.push(open(&h, b"").await);
+    }
+    // The oldest idle connection (the kept-alive one) was among those closed.
+    let closed = read_to_close(&mut kept, Duration::from_secs(5)).await;
+    assert!(closed.is_ok(), "the longest-idle connection was closed");
+}

@@ -137,6 +137,12 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(s.header_read_timeout, Duration::from_millis(10_000));
     assert_eq!(s.max_header_bytes, 16 * 1024);
     assert_eq!(s.max_json_depth, 64);
+    let t = &s.timeouts;
+    assert_eq!(t.client_body, Duration::from_secs(10));
+    assert_eq!(t.request, Duration::from_secs(30));
+    assert_eq!(t.keepalive, Duration::from_secs(75));
+    assert_eq!(t.http2_keepalive_interval, Duration::from_secs(30));
+    assert_eq!(t.http2_keepalive_timeout, Duration::from_secs(10));
     assert_eq!(c.shutdown.grace, Duration::from_secs(25));
     assert_eq!(c.shutdown.drain_delay, Duration::from_secs(5));
     assert_eq!(
@@ -936,6 +942,10 @@ fn zero_limits_and_timeouts_are_refused() {
         ("server", "max_body_bytes"),
         ("server", "max_connections"),
         ("server", "header_read_timeout_ms"),
+        ("server", "client_body_timeout_ms"),
+        ("server", "keepalive_timeout_ms"),
+        ("server", "http2_keepalive_interval_ms"),
+        ("server", "http2_keepalive_timeout_ms"),
         ("upstream", "connect_timeout_ms"),
         ("upstream", "timeout_ms"),
         ("upstream", "max_response_bytes"),
@@ -1058,6 +1068,43 @@ fn files_read_are_listed_for_the_reload_watcher() {
     );
     let c = Config::load(&cfg_path, &fake_env).expect("config");
     assert_eq!(c.files, vec![cfg_path, dir.path().join("keys/shop_key")]);
+}
+
+#[test]
+fn connection_and_body_timeouts() {
+    let c = parse_ok(&with_tenant(
+        "[server]\nclient_body_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
+         keepalive_timeout_ms = 3000\nhttp2_keepalive_interval_ms = 4000\n\
+         http2_keepalive_timeout_ms = 600\n",
+    ));
+    let t = c.server.timeouts;
+    assert_eq!(
+        t.body_limits(7),
+        crate::body::BodyLimits {
+            max_bytes: 7,
+            between_reads: Duration::from_millis(500),
+            total: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(t.keepalive, Duration::from_secs(3));
+    assert_eq!(t.http2_keepalive_interval, Duration::from_secs(4));
+    assert_eq!(t.http2_keepalive_timeout, Duration::from_millis(600));
+    let view = c.view();
+    assert_eq!(view["server"]["request_timeout_ms"], 2000);
+    assert_eq!(view["server"]["keepalive_timeout_ms"], 3000);
+    // Every problem at once: a zero total, and a gap longer than the total.
+    let got = assert_paths(
+        &with_tenant("[server]\nrequest_timeout_ms = 0\nkeepalive_timeout_ms = \"1s\"\n"),
+        &[
+            "server.request_timeout_ms",
+            "server.client_body_timeout_ms",
+            "server.keepalive_timeout_ms",
+        ],
+    );
+    assert!(
+        got[1].ends_with("must not exceed server.request_timeout_ms"),
+        "{got:?}"
+    );
 }
 
 #[test]
