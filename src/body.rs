@@ -356,4 +356,55 @@ mod tests {
             std::task::Poll::Ready(self.0.next())
         }
     }
+
+    mod props {
+        use super::super::*;
+        use crate::prop_strategies::{depth, value, write_differently};
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any JSON document, however spelled: accepted exactly when it is an object nested
+            /// within the limit, and then forwarded byte for byte.
+            #[test]
+            fn objects_pass_exactly_when_within_the_depth_limit(
+                v in value(6),
+                max in 1usize..9,
+                ws in prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+                seed in any::<u8>(),
+            ) {
+                let text = write_differently(&v, ws, &|i| (i + usize::from(seed)) % 3 == 0);
+                let got = json_object(Bytes::from(text.clone()), max);
+                let d = depth(&v);
+                prop_assert_eq!(json_depth_exceeds(text.as_bytes(), max), d > max);
+                match (v.is_object(), d <= max) {
+                    (true, true) => prop_assert_eq!(got.ok(), Some(Bytes::from(text))),
+                    (true, false) => prop_assert!(matches!(got, Err(GatewayError::BodyTooDeep))),
+                    (false, _) => prop_assert!(matches!(got, Err(GatewayError::BodyNotJsonObject))),
+                }
+            }
+
+            /// Arbitrary bytes never panic, and nothing but a UTF-8 JSON object (or an empty
+            /// body, sent as `{}`) is ever accepted.
+            #[test]
+            fn arbitrary_bytes_never_pass_unless_an_object(
+                bytes in proptest::collection::vec(any::<u8>(), 0..48),
+                brace in any::<bool>(),
+            ) {
+                let mut b = if brace { b"{".to_vec() } else { Vec::new() };
+                b.extend(bytes);
+                if let Ok(out) = json_object(Bytes::from(b.clone()), 64) {
+                    if b.iter().all(u8::is_ascii_whitespace) {
+                        prop_assert_eq!(out, Bytes::from_static(EMPTY_OBJECT));
+                    } else {
+                        prop_assert!(std::str::from_utf8(&out).is_ok());
+                        let v: Result<Value, _> = serde_json::from_slice(&out);
+                        prop_assert!(v.is_ok_and(|v| v.is_object()));
+                    }
+                }
+            }
+        }
+    }
 }

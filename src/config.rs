@@ -694,4 +694,6 @@ pub fn valid_tenant_id(id: &str) -> bool {
 }
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;

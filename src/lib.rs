@@ -43,6 +43,8 @@ pub mod logging;
 pub mod metrics;
 pub mod mock;
 pub mod probe;
+#[cfg(test)]
+mod prop_strategies;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;

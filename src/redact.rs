@@ -362,4 +362,72 @@ mod tests {
         );
         assert!(!Scrubber::default().finds(KEY.as_bytes()));
     }
+
+    mod props {
+        use super::super::*;
+        use crate::prop_strategies::{PLACEHOLDER, object, plant, strings, write_differently};
+        use proptest::prelude::*;
+
+        /// An eTelecom-shaped key whose secret part holds the characters JSON escapes.
+        fn key() -> impl Strategy<Value = (String, String)> {
+            ("[0-9]{1,6}", "[a-z0-9_\"\\\\-]{4,16}")
+                .prop_map(|(id, part)| (format!("{id}:{part}"), part))
+        }
+
+        fn leaks(text: &str, key: &str, part: &str) -> bool {
+            text.contains(key) || text.contains(part)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// A key (or its secret part) planted in any string or object key, at any depth,
+            /// spelled raw or with `\u` escapes, survives neither the logged body nor the
+            /// relayed one; the relayed body stays valid JSON.
+            #[test]
+            fn no_planted_secret_survives(
+                doc in object(4),
+                (key, part) in key(),
+                ws in prop_oneof![Just(""), Just(" ")],
+                seed in any::<u8>(),
+                only_part in any::<bool>(),
+            ) {
+                let planted_value = if only_part { part.clone() } else { key.clone() };
+                let mut planted = plant(&doc, &planted_value);
+                if let Value::Object(map) = &mut planted {
+                    map.insert("msg".into(), Value::String(format!("bad token Bearer {key}{PLACEHOLDER}")));
+                }
+                let text = write_differently(&planted, ws, &|i| (i + usize::from(seed)) % 4 == 0);
+                let scrubber = Scrubber::new([key.as_bytes(), part.as_bytes()]);
+
+                let shown = Body::new(text.as_bytes(), &[], &scrubber).to_string();
+                prop_assert!(!leaks(&shown, &key, &part), "logged: {}", shown);
+                let shown: Value = serde_json::from_str(&shown).expect("logged JSON");
+                for s in strings(&shown) {
+                    prop_assert!(!leaks(s, &key, &part), "logged string: {:?}", s);
+                }
+
+                let relayed = scrubber.scrub_relayed(Bytes::from(text));
+                let relayed_text = String::from_utf8_lossy(&relayed);
+                prop_assert!(!leaks(&relayed_text, &key, &part), "relayed: {}", relayed_text);
+                let relayed: Value = serde_json::from_slice(&relayed).expect("relayed JSON");
+                for s in strings(&relayed) {
+                    prop_assert!(!leaks(s, &key, &part), "relayed string: {:?}", s);
+                }
+            }
+
+            /// Text that is not JSON is scrubbed in its raw bytes.
+            #[test]
+            fn no_secret_survives_in_plain_text(
+                before in "[ -~]{0,20}",
+                after in "[ -~]{0,20}",
+                (key, part) in key(),
+            ) {
+                let scrubber = Scrubber::new([key.as_bytes(), part.as_bytes()]);
+                let text = format!("<p>{before}{key}{after}{part}</p>");
+                let out = scrubber.scrub_relayed(Bytes::from(text));
+                prop_assert!(!leaks(&String::from_utf8_lossy(&out), &key, &part));
+            }
+        }
+    }
 }

@@ -255,4 +255,98 @@ mod tests {
             Err(GatewayError::AbsoluteForm)
         ));
     }
+
+    mod props {
+        use super::super::*;
+        use crate::catalogue::Catalogue;
+        use proptest::prelude::*;
+
+        /// The forwarding grammar, written independently of the router:
+        /// `/v1/{shop,partner}.<Service>/<Method>`, identifiers of 1–64 `A-Z a-z 0-9 _`.
+        fn forwardable(path: &str) -> bool {
+            let ident = |s: &str| {
+                (1..=64).contains(&s.len())
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let segments: Vec<&str> = path.split('/').collect();
+            let [empty, v1, family, method] = segments[..] else {
+                return false;
+            };
+            let Some((prefix, service)) = family.split_once('.') else {
+                return false;
+            };
+            empty.is_empty()
+                && v1 == "v1"
+                && (prefix == "shop" || prefix == "partner")
+                && ident(service)
+                && ident(method)
+        }
+
+        /// Near misses: a catalogue path with one character inserted, removed or replaced,
+        /// or a prefix and a random tail.
+        fn target() -> impl Strategy<Value = String> {
+            let paths: Vec<String> = Catalogue::get()
+                .methods()
+                .iter()
+                .map(|m| format!("/v1/{}", m.label))
+                .collect();
+            let mutated = (
+                proptest::sample::select(paths),
+                any::<prop::sample::Index>(),
+                "[A-Za-z0-9_./%?#:@ -]",
+                0u8..3,
+            )
+                .prop_map(|(p, at, c, how)| {
+                    let mut chars: Vec<char> = p.chars().collect();
+                    let i = at.index(chars.len());
+                    match how {
+                        0 => chars.splice(i..i, c.chars()).for_each(drop),
+                        1 => {
+                            chars.remove(i);
+                        }
+                        _ => chars.splice(i..=i, c.chars()).for_each(drop),
+                    }
+                    chars.into_iter().collect()
+                });
+            let random = (
+                prop_oneof![
+                    Just("/v1/shop."),
+                    Just("/v1/partner."),
+                    Just("/v1/"),
+                    Just("/"),
+                    Just("//v1/shop."),
+                ],
+                "[A-Za-z0-9_./%?#-]{0,40}",
+            )
+                .prop_map(|(p, t)| format!("{p}{t}"));
+            prop_oneof![mutated, random]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the target, the path that would be forwarded (the URI's path, never the
+            /// query) is in the grammar, and with `unknown_methods = "reject"` in the catalogue.
+            #[test]
+            fn nothing_outside_the_grammar_is_forwarded(target in target()) {
+                let Ok(uri) = target.parse::<Uri>() else {
+                    return Ok(());
+                };
+                let Ok(req) = http::Request::post(uri.clone()).header(header::HOST, "gw").body(()) else {
+                    return Ok(());
+                };
+                let (p, ()) = req.into_parts();
+                match resolve(&p, UnknownMethods::Forward) {
+                    Ok(_) => prop_assert!(forwardable(uri.path()), "{} routed", uri.path()),
+                    Err(_) => prop_assert!(
+                        !forwardable(uri.path()) || uri.authority().is_some(),
+                        "{} refused", target
+                    ),
+                }
+                if resolve(&p, UnknownMethods::Reject).is_ok() {
+                    prop_assert!(Catalogue::get().lookup(uri.path()).is_some());
+                }
+            }
+        }
+    }
 }

@@ -215,3 +215,55 @@ async fn purge_by_tenant_and_method() {
     );
     assert_eq!(c.entry_count().await, 0);
 }
+
+mod props {
+    use super::super::canonical;
+    use crate::prop_strategies::{leaf, object, tricky_string, write_differently};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Key order, whitespace and `\u` escapes do not change the canonical form.
+        #[test]
+        fn equal_for_reordered_keys_whitespace_and_escapes(
+            v in object(4),
+            ws in prop_oneof![Just(" "), Just("\n\t"), Just("  \r\n")],
+            seed in any::<u8>(),
+        ) {
+            let plain = canonical(v.to_string().as_bytes());
+            let spelled = write_differently(&v, ws, &|i| (i + usize::from(seed)) % 2 == 0);
+            prop_assert_eq!(canonical(spelled.as_bytes()), plain);
+        }
+
+        /// Documents that differ once parsed never share a canonical form.
+        #[test]
+        fn different_for_different_documents(a in object(3), b in object(3)) {
+            let (ta, tb) = (a.to_string(), b.to_string());
+            let parsed = |t: &str| serde_json::from_str::<Value>(t).ok();
+            prop_assume!(parsed(&ta) != parsed(&tb));
+            prop_assert_ne!(canonical(ta.as_bytes()), canonical(tb.as_bytes()));
+        }
+
+        /// Changing one member's value, at any depth of the document, changes the form.
+        #[test]
+        fn different_when_one_value_changes(
+            v in object(3),
+            key in tricky_string(),
+            x in leaf(),
+            y in leaf(),
+        ) {
+            let with = |leaf: &Value| {
+                let mut doc = v.clone();
+                if let Value::Object(map) = &mut doc {
+                    map.insert(key.clone(), serde_json::json!({ "inner": [leaf] }));
+                }
+                doc.to_string()
+            };
+            let (tx, ty) = (with(&x), with(&y));
+            prop_assume!(serde_json::from_str::<Value>(&tx).ok() != serde_json::from_str::<Value>(&ty).ok());
+            prop_assert_ne!(canonical(tx.as_bytes()), canonical(ty.as_bytes()));
+        }
+    }
+}
