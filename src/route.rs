@@ -262,24 +262,21 @@ mod tests {
         use proptest::prelude::*;
 
         /// The forwarding grammar, written independently of the router:
-        /// `/v1/{shop,partner}.<Service>/<Method>`, identifiers of 1–64 `A-Z a-z 0-9 _`.
+        /// `/v1/{shop,partner}.<Service>/<Method>` and the SMS family
+        /// `/sms/api/<Service>/<Method>`, identifiers of 1–64 `A-Z a-z 0-9 _`.
         fn forwardable(path: &str) -> bool {
             let ident = |s: &str| {
                 (1..=64).contains(&s.len())
                     && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             };
             let segments: Vec<&str> = path.split('/').collect();
-            let [empty, v1, family, method] = segments[..] else {
-                return false;
-            };
-            let Some((prefix, service)) = family.split_once('.') else {
-                return false;
-            };
-            empty.is_empty()
-                && v1 == "v1"
-                && (prefix == "shop" || prefix == "partner")
-                && ident(service)
-                && ident(method)
+            match segments[..] {
+                ["", "v1", family, method] => family.split_once('.').is_some_and(|(p, service)| {
+                    (p == "shop" || p == "partner") && ident(service) && ident(method)
+                }),
+                ["", "sms", "api", service, method] => ident(service) && ident(method),
+                _ => false,
+            }
         }
 
         /// Near misses: a catalogue path with one character inserted, removed or replaced,
@@ -288,7 +285,7 @@ mod tests {
             let paths: Vec<String> = Catalogue::get()
                 .methods()
                 .iter()
-                .map(|m| format!("/v1/{}", m.label))
+                .map(|m| m.path.to_string())
                 .collect();
             let mutated = (
                 proptest::sample::select(paths),
@@ -315,6 +312,8 @@ mod tests {
                     Just("/v1/"),
                     Just("/"),
                     Just("//v1/shop."),
+                    Just("/sms/api/"),
+                    Just("/sms/"),
                 ],
                 "[A-Za-z0-9_./%?#-]{0,40}",
             )
