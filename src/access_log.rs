@@ -46,8 +46,18 @@ impl RequestIds {
             }
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
+        let mut id = [0u8; 32];
+        hex(&mut id[..16], self.prefix);
+        hex(&mut id[16..], n);
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+    }
+}
+
+/// Writes `v` as 16 lower-case hex digits (what `format!("{v:016x}")` gives, without `fmt`).
+fn hex(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -126,5 +136,7 @@ mod tests {
         assert_eq!(generated.len(), 32);
         let next = ids.for_request(&HeaderMap::new());
         assert_ne!(generated, next);
+        let expected = format!("{:016x}{:016x}", ids.prefix, 1);
+        assert_eq!(next, expected.as_str());
     }
 }

@@ -26,12 +26,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Caller headers that never go upstream, besides the hop-by-hop set and the tenant header.
 /// The method- and URL-override headers are dropped so that no server behind the gateway can
 /// be talked into another method or path than the one the gateway routed.
-const NEVER_UPSTREAM: [HeaderName; 12] = [
-    header::AUTHORIZATION,
+/// (The caller's `Authorization`, `Host` and `Content-Type` never go upstream either:
+/// [`to_upstream`] replaces or removes them.)
+const NEVER_UPSTREAM: [HeaderName; 9] = [
     header::COOKIE,
-    header::HOST,
     header::CONTENT_LENGTH,
-    header::CONTENT_TYPE,
     header::ACCEPT_ENCODING,
     header::EXPECT,
     header::FORWARDED,
@@ -41,10 +40,9 @@ const NEVER_UPSTREAM: [HeaderName; 12] = [
     HeaderName::from_static("x-rewrite-url"),
 ];
 
-/// Removes the hop-by-hop set and every header that `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are collected first: removing while reading is not possible.
-    let mut named: Vec<HeaderName> = Vec::new();
+/// The names listed in `Connection` (which must not be forwarded either).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
@@ -53,7 +51,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    named
+}
+
+/// Removes the hop-by-hop set and every header that `Connection` names. One pass over the
+/// names present, then one removal per header found (most maps have none of them).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+}
+
+/// Removes every header that `Connection` names and every one `drop` selects.
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let mut gone = if headers.contains_key(header::CONNECTION) {
+        connection_named(headers)
+    } else {
+        Vec::new()
+    };
+    gone.extend(headers.keys().filter(|n| drop(n)).cloned());
+    for name in &gone {
         headers.remove(name);
     }
 }
@@ -66,19 +81,14 @@ pub fn to_upstream(
     bearer: Option<&HeaderValue>,
     host: &HeaderValue,
 ) {
-    strip_hop_by_hop(headers);
-    for name in &NEVER_UPSTREAM {
-        headers.remove(name);
-    }
-    headers.remove(tenant_header);
-    let forwarded: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-forwarded-"))
-        .cloned()
-        .collect();
-    for name in forwarded {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name)
+            || NEVER_UPSTREAM.contains(name)
+            || name == tenant_header
+            || name.as_str().starts_with("x-forwarded-")
+            || (bearer.is_none() && name == header::AUTHORIZATION)
+    });
+    // `insert` replaces every value the caller sent under these names.
     if let Some(bearer) = bearer {
         headers.insert(header::AUTHORIZATION, bearer.clone());
     }

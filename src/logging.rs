@@ -1,8 +1,12 @@
 //! Log set-up: JSON lines (default, [`json`]) or human text, to stderr, filtered by `RUST_LOG`
 //! (EnvFilter syntax, default `info`). Standard output stays free for command output (`check`,
-//! `demo`).
+//! `demo`). Access lines are written in batches ([`writer`]); [`flush`] writes out what is
+//! pending.
 
 mod json;
+mod writer;
+
+pub use writer::{FlushGuard, flush};
 
 use std::io::IsTerminal;
 
@@ -21,7 +25,7 @@ pub fn init(format: LogFormat) -> Result<(), String> {
     init_with(format, std::io::stderr, std::io::stderr().is_terminal())
 }
 
-/// Installs the global subscriber writing to `writer`.
+/// Installs the global subscriber writing to `writer` (access lines buffered, see [`writer`]).
 pub fn init_with<W>(format: LogFormat, writer: W, ansi: bool) -> Result<(), String>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -29,7 +33,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer::Buffered::new(writer));
     let result = match format {
         LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
         LogFormat::Text => builder.with_ansi(ansi).try_init(),

@@ -128,6 +128,8 @@ fn main() -> ExitCode {
         eprintln!("cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
+    // Batched access lines go out however `main` ends (return or unwinding panic).
+    let _flush = logging::FlushGuard::new();
     let result = runtime.block_on(async {
         match (cli.command, signals) {
             (Command::Check { config, .. }, _) => match check(&config) {

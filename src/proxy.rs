@@ -144,10 +144,15 @@ impl Gateway {
         self.inner.state.load().config.view()
     }
 
-    /// Drops idle rate-limit buckets and refreshes the cache gauges.
+    /// Drops idle rate-limit buckets and expired idle upstream connections, and refreshes the
+    /// cache gauges.
     pub async fn housekeeping(&self) {
         let state = self.inner.state.load_full();
         state.limiter.housekeeping();
+        state.upstream.close_idle();
+        if let Some(sms) = &state.sms {
+            sms.close_idle();
+        }
         self.refresh_cache_gauges().await;
     }
 

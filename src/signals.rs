@@ -62,6 +62,7 @@ impl Signals {
             let second = self.next_stop().await;
             tracing::warn!(signal = second, "second signal: exiting now");
             on_forced_exit();
+            crate::logging::flush();
             std::process::exit(EXIT_FORCED);
         });
     }

@@ -1,22 +1,24 @@
-//! The connection to eTelecom: a pooled hyper-util client over hyper-rustls (HTTP/1.1 and HTTP/2
-//! by ALPN), its timeouts, and the classification of what can go wrong on the way.
+//! The connection to eTelecom: requests over a gateway-owned connection [`pool`] (hyper-rustls
+//! connector; HTTP/1.1 driven from the caller's task, HTTP/2 by ALPN), their timeouts, and the
+//! classification of what can go wrong on the way.
 //!
 //! The whole exchange, response headers and body, runs under `timeout`: a stalled upstream turns
 //! into a 504, never a hung caller. Bodies are read whole (eTelecom answers small JSON documents)
 //! under `max_response_bytes`.
 
-use std::error::Error as _;
+mod pool;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, Version, request};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Version, request};
+use http_body_util::{Full, LengthLimitError};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use pool::{Failure, Pool};
 
 use crate::config::UpstreamConfig;
 use crate::headers;
@@ -58,12 +60,10 @@ pub struct UpstreamResponse {
     pub body: Bytes,
 }
 
-/// The pooled client and where it points.
+/// The pooled client and where it points (cheap to clone: clones share the pool).
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Arc<Pool>,
     host: HeaderValue,
     path_prefix: Arc<str>,
     timeout: Duration,
@@ -85,18 +85,17 @@ impl Upstream {
             builder.https_or_http()
         };
         let connector = builder.enable_all_versions().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(
+            connector,
+            cfg.scheme.clone(),
+            cfg.authority.clone(),
+            cfg.pool_max_idle_per_host,
+            cfg.pool_idle_timeout,
+        )?;
         let host = HeaderValue::from_str(cfg.authority.as_str())
             .map_err(|_| "upstream authority is not a valid Host header".to_owned())?;
         Ok(Self {
-            client,
-            scheme: cfg.scheme.clone(),
-            authority: cfg.authority.clone(),
+            pool: Arc::new(pool),
             host,
             path_prefix: cfg.path_prefix.as_ref().into(),
             timeout: cfg.timeout,
@@ -115,54 +114,39 @@ impl Upstream {
         bearer: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        parts.uri = self.uri(path)?;
+        let path = self.path(path)?;
         parts.method = http::Method::POST;
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         headers::to_upstream(&mut parts.headers, tenant_header, bearer, &self.host);
         let req = Request::from_parts(parts, Full::new(body));
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(classify)?;
-            let (mut head, body) = resp.into_parts();
-            check_status(head.status)?;
-            let body = Limited::new(body, self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<LengthLimitError>() {
-                        UpstreamError::ResponseTooLarge
-                    } else {
-                        tracing::warn!(error = %chain(&*e), "upstream response body failed");
-                        UpstreamError::Protocol
-                    }
-                })?
-                .to_bytes();
-            headers::to_caller(&mut head.headers);
-            Ok(UpstreamResponse {
-                status: head.status,
-                headers: head.headers,
-                body,
-            })
+        let exchange = self.pool.exchange(req, path, self.max_response_bytes);
+        let (mut head, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result.map_err(classify)?,
+            Err(_) => return Err(UpstreamError::Timeout),
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        check_status(head.status)?;
+        headers::to_caller(&mut head.headers);
+        Ok(UpstreamResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+        })
     }
 
-    fn uri(&self, path: &str) -> Result<Uri, UpstreamError> {
-        let path_and_query = if self.path_prefix.is_empty() {
+    /// Closes idle connections that expired or that eTelecom closed (housekeeping).
+    pub fn close_idle(&self) {
+        self.pool.close_expired();
+    }
+
+    /// The path sent upstream: the base URL's path prefix and the call's path.
+    fn path(&self, path: &str) -> Result<PathAndQuery, UpstreamError> {
+        if self.path_prefix.is_empty() {
             PathAndQuery::try_from(path)
         } else {
             PathAndQuery::try_from(format!("{}{path}", self.path_prefix))
         }
-        .map_err(|_| UpstreamError::Protocol)?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| UpstreamError::Protocol)
+        .map_err(|_| UpstreamError::Protocol)
     }
 }
 
@@ -191,23 +175,39 @@ fn client_tls(cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, String> {
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// Sorts a client error into connect / TLS / protocol, logging the cause (which names the
+/// Sorts a failure into connect / TLS / protocol / size, logging the cause (which names the
 /// upstream address and never a header).
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
-    let kind = classify_kind(&e);
-    tracing::warn!(error = %chain(&e), kind = kind.kind(), "upstream request failed");
+fn classify(f: Failure) -> UpstreamError {
+    let kind = match &f {
+        Failure::Connect(e) => classify_kind(&**e, true),
+        Failure::Exchange(e) => classify_kind(e, false),
+        Failure::Body(e) if e.is::<LengthLimitError>() => return UpstreamError::ResponseTooLarge,
+        Failure::Body(e) => {
+            tracing::warn!(error = %chain(&**e), "upstream response body failed");
+            return UpstreamError::Protocol;
+        }
+        Failure::Uri(_) => UpstreamError::Protocol,
+    };
+    let error: &(dyn std::error::Error + 'static) = match &f {
+        Failure::Connect(e) | Failure::Body(e) => &**e,
+        Failure::Exchange(e) => e,
+        Failure::Uri(e) => e,
+    };
+    tracing::warn!(error = %chain(error), kind = kind.kind(), "upstream request failed");
     kind
 }
 
-fn classify_kind(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+/// Walks `e` and its causes: a rustls error is TLS, a timed-out connect is a connect timeout,
+/// anything else a connect or protocol error by where it happened.
+fn classify_kind(e: &(dyn std::error::Error + 'static), connecting: bool) -> UpstreamError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if c.is::<rustls::Error>() {
             return UpstreamError::Tls;
         }
         // `io::Error::source` skips the error it wraps, so walk into it by hand.
         cause = match c.downcast_ref::<std::io::Error>() {
-            Some(io) if e.is_connect() && io.kind() == std::io::ErrorKind::TimedOut => {
+            Some(io) if connecting && io.kind() == std::io::ErrorKind::TimedOut => {
                 return UpstreamError::ConnectTimeout;
             }
             Some(io) => match io.get_ref() {
@@ -217,7 +217,7 @@ fn classify_kind(e: &hyper_util::client::legacy::Error) -> UpstreamError {
             None => c.source(),
         };
     }
-    if e.is_connect() {
+    if connecting {
         UpstreamError::Connect
     } else {
         UpstreamError::Protocol
@@ -291,10 +291,7 @@ mod tests {
     fn base_url_path_prefix_is_joined() {
         let u = Upstream::new(&upstream_cfg("base_url = \"https://sandbox.example/api/\""))
             .expect("client");
-        let uri = u.uri("/v1/shop.Misc/CurrentAccount").expect("uri");
-        assert_eq!(
-            uri.to_string(),
-            "https://sandbox.example/api/v1/shop.Misc/CurrentAccount"
-        );
+        let path = u.path("/v1/shop.Misc/CurrentAccount").expect("path");
+        assert_eq!(path.as_str(), "/api/v1/shop.Misc/CurrentAccount");
     }
 }

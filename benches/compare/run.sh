@@ -4,8 +4,15 @@
 # 127.0.0.1. See benches/compare/README.md for what is measured, how, and the caveats.
 #
 #   bash benches/compare/run.sh            # compare; writes benches/compare/results.md
+#   QUICK=1 bash benches/compare/run.sh    # the same cases, shorter runs (about 10 minutes)
 #   bash benches/compare/run.sh profile    # perf profiles of the proxies under the same load,
 #                                          # written to benches/compare/profile/ (no comparison)
+#
+# Scenarios (SCENARIOS, default all): base (forward and hit at CONNS), c256 (forward at
+# CONNS_HIGH), latency (forward with the mock answering LATENCY_MS late, LATENCY_CONNS
+# connections: the added p99), scale (gateway only: SCALE_TENANTS tenants, SCALE_ENTRIES
+# distinct cached entries, hit and forward spread over them), workers (the hit case with 1 and
+# then 2 workers, proxy and wrk spread over both cores).
 #
 # Environment (defaults in brackets):
 #   CONNS [32] connections, DURATION [10] seconds per measured run, WARMUP [2] seconds of
@@ -13,7 +20,10 @@
 #   VARIANTS ["gateway nginx gateway-nolog nginx-nolog"], PROXY_CPU [1] core of the proxy,
 #   LOAD_CPU [0] core of wrk and the mock eTelecom, RESULTS [benches/compare/results.md],
 #   PERF_FREQ [499] samples/s in profile mode, PERF_DATA_DIR [the temporary folder, removed at
-#   the end] where profile mode keeps its perf.data files.
+#   the end] where profile mode keeps its perf.data files. QUICK [0]: 1 = DURATION 5, WARMUP 1,
+#   QUIET_WAIT 120 unless set. SCENARIOS ["base c256 latency scale workers"], CONNS_HIGH [256],
+#   LATENCY_MS [20], LATENCY_CONNS [8], SCALE_TENANTS [1000], SCALE_ENTRIES [100000],
+#   BIN [target/release/etelecom-gateway], SKIP_BUILD [0] (1: measure BIN as it is).
 #
 # Installs what is missing from Debian (nginx, wrk; linux-perf for `profile`) when run as root,
 # builds with `cargo build --release --locked`, and cleans up every process and file it started
@@ -33,16 +43,32 @@ esac
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 HERE=benches/compare
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    DURATION=${DURATION:-5}
+    WARMUP=${WARMUP:-1}
+    QUIET_WAIT=${QUIET_WAIT:-120}
+fi
 CONNS=${CONNS:-32}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+SCENARIOS=${SCENARIOS:-"base c256 latency scale workers"}
+CONNS_HIGH=${CONNS_HIGH:-256}
+LATENCY_MS=${LATENCY_MS:-20}
+LATENCY_CONNS=${LATENCY_CONNS:-8}
+SCALE_TENANTS=${SCALE_TENANTS:-1000}
+SCALE_ENTRIES=${SCALE_ENTRIES:-100000}
+# Per proxy start: the cores it runs on, its worker count, and the tenant count in its config.
+PROXY_CPUS=
+WORKERS=1
+TENANTS=3
 RUNS=${RUNS:-3}
 VARIANTS=${VARIANTS:-"gateway nginx gateway-nolog nginx-nolog"}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 RESULTS=${RESULTS:-$HERE/results.md}
 PERF_FREQ=${PERF_FREQ:-499}
-BIN=$ROOT/target/release/etelecom-gateway
+BIN=${BIN:-$ROOT/target/release/etelecom-gateway}
 HZ=$(getconf CLK_TCK)
 # The mock's demo credentials (src/mock.rs, DEMO_ACME_API_KEY): a public test key.
 ACME_API_KEY=$(sed -n '/^pub const DEMO_ACME_API_KEY/,/;/p' src/mock.rs | grep -o '"[^"]*"' | tr -d '"')
@@ -196,10 +222,15 @@ listen = "127.0.0.1:0"
 id = "acme"
 api_key = { file = "acme.api" }
 EOF
+    # More tenants (t1, t2, ...), all with acme's key, which the mock accepts.
+    local t
+    for ((t = 1; t < TENANTS; t++)); do
+        printf '\n[[tenants]]\nid = "t%d"\napi_key = { file = "acme.api" }\n' "$t"
+    done >>"$TMP/gateway/gateway.toml"
     ACCESS_LOG=$TMP/logs/gateway-access.log
     : >"$ACCESS_LOG"
-    RUST_LOG=$level taskset -c "$PROXY_CPU" "$BIN" serve --config "$TMP/gateway/gateway.toml" \
-        >/dev/null 2>>"$ACCESS_LOG" &
+    RUST_LOG=$level TOKIO_WORKER_THREADS=$WORKERS taskset -c "${PROXY_CPUS:-$PROXY_CPU}" \
+        "$BIN" serve --config "$TMP/gateway/gateway.toml" >/dev/null 2>>"$ACCESS_LOG" &
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
     wait_for "$PROXY_PID" gateway is_200 "$PORT" "$FORWARD_PATH" "$FORWARD_BODY"
@@ -221,12 +252,17 @@ start_nginx() { # on|off: access log
     else
         access="access_log off;"
     fi
+    local t
+    for ((t = 1; t < TENANTS; t++)); do
+        printf 't%d "Bearer %s";\n' "$t" "$ACME_API_KEY"
+    done >"$TMP/nginx/tenants.map"
     sed -e "s|@DIR@|$TMP|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" -e "s|@NGINX_PORT@|$PORT|g" \
         -e "s|@ACME_API_KEY@|$ACME_API_KEY|g" -e "s|@ACCESS_LOG@|$access|g" \
+        -e "s|@WORKERS@|$WORKERS|g" \
         "$HERE/nginx.conf.template" >"$TMP/nginx/nginx.conf"
     "$NGINX" -t -q -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" ||
         die "nginx -t refused the generated config"
-    taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
+    taskset -c "${PROXY_CPUS:-$PROXY_CPU}" "$NGINX" -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" \
         -e "$TMP/nginx/error.log" -g 'daemon off;' >>"$TMP/logs/nginx.out" 2>&1 &
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
@@ -316,12 +352,13 @@ wait_quiet() {
 
 # --- one load run ------------------------------------------------------------------------------
 
-wrk_script() { # file path body
+wrk_script() { # file path body [extra Lua]
     cat >"$1" <<EOF
 wrk.method = "POST"
 wrk.body = [[$3]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Tenant-Id"] = "acme"
+${4:-}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -334,19 +371,63 @@ EOF
 
 run_wrk() { # seconds path lua out: wrk's own CPU (user+sys seconds) goes to $4.time
     timeout --kill-after=5 $(($1 + 30)) /usr/bin/time -f '%U %S' -o "$4.time" \
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$1s" \
+        taskset -c "${LOAD_CPUS:-$LOAD_CPU}" wrk -t"${WRK_THREADS:-1}" -c"$RUN_CONNS" -d"$1s" \
         --timeout 5s -s "$3" "http://127.0.0.1:$PORT$2" >"$4" 2>&1 ||
         die "wrk failed: $(cat "$4")"
 }
 
 field() { grep -o "$1=[0-9]*" <<<"$2" | cut -d= -f2; }
 
+# Lua that spreads requests over tenants t0..t<SCALE_TENANTS-1> ("t0" is acme) and, on the hit
+# path, over SCALE_ENTRIES distinct bodies: entry n goes to tenant n % SCALE_TENANTS.
+scale_lua() { # hit|forward
+    cat <<EOF
+local n = 0
+request = function()
+  n = (n + 1) % $SCALE_ENTRIES
+  local t = n % $SCALE_TENANTS
+  local tenant = t == 0 and "acme" or ("t" .. t)
+  local body = "$1" == "hit" and ('{"extension_number":"' .. n .. '"}') or "{}"
+  return wrk.format(nil, nil, {["Content-Type"] = "application/json", ["X-Tenant-Id"] = tenant}, body)
+end
+EOF
+}
+
+# Sets what a case sends: path, body, connections, extra Lua, and whether it is a hit case.
+case_setup() { # case
+    RUN_CONNS=$CONNS EXTRA_LUA= IS_HIT=0
+    case $1 in
+    forward) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY ;;
+    hit | w1-hit | w2-hit) CASE_PATH=$HIT_PATH CASE_BODY=$HIT_BODY IS_HIT=1 ;;
+    forward-c256) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY RUN_CONNS=$CONNS_HIGH ;;
+    latency)
+        CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY RUN_CONNS=$LATENCY_CONNS
+        EXTRA_LUA="wrk.headers[\"X-Mock-Behaviour\"] = \"delay=$LATENCY_MS\""
+        ;;
+    scale-forward) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY EXTRA_LUA=$(scale_lua forward) ;;
+    scale-hit) CASE_PATH=$HIT_PATH CASE_BODY=$HIT_BODY EXTRA_LUA=$(scale_lua hit) IS_HIT=1 ;;
+    *) die "unknown case $1" ;;
+    esac
+}
+RUN_CONNS=$CONNS
+
+# Waits (up to 5 s) until the access log has `want` request lines: the gateway writes them in
+# batches (at most 200 ms late).
+wait_log() { # want
+    local i
+    for ((i = 0; i < 50; i++)); do
+        (($(grep -c '"message":"request"' "$ACCESS_LOG" || true) >= $1)) && return 0
+        sleep 0.1
+    done
+}
+
 measure() { # variant case
     local variant=$1 case=$2 path body lua out r
-    if [[ $case == forward ]]; then path=$FORWARD_PATH body=$FORWARD_BODY; else path=$HIT_PATH body=$HIT_BODY; fi
+    case_setup "$case"
+    path=$CASE_PATH body=$CASE_BODY
     lua=$TMP/$case.lua
     out=$TMP/wrk.out
-    wrk_script "$lua" "$path" "$body"
+    wrk_script "$lua" "$path" "$body" "$EXTRA_LUA"
     wait_quiet
     log "$variant $case: warm-up ${WARMUP}s"
     run_wrk "$WARMUP" "$path" "$lua" "$out"
@@ -399,22 +480,26 @@ measure() { # variant case
         # access log, when there is one, has one line per request, all with status 200.
         local logged=- non200=- hits=-
         if [[ -s $ACCESS_LOG ]]; then
+            wait_log "$reqs"
             logged=$(grep -c '"message":"request"' "$ACCESS_LOG" || true)
             # 499 (NGINX): a request still in flight when wrk closed its connections at the end.
             local cut
             cut=$(grep -c '"status":499' "$ACCESS_LOG" || true)
-            ((cut <= CONNS)) || die "$variant $case: $cut requests cut short (499)"
+            ((cut <= RUN_CONNS)) || die "$variant $case: $cut requests cut short (499)"
             non200=$(grep '"message":"request"' "$ACCESS_LOG" | grep -v '"status":499' | grep -vc '"status":200' || true)
             hits=$(grep -c '"cache":"HIT"' "$ACCESS_LOG" || true)
             ((non200 == 0)) || die "$variant $case: $non200 access-log lines without status 200, e.g. $(grep '"message":"request"' "$ACCESS_LOG" | grep -v '"status":200' | head -3)"
             ((logged >= reqs)) || die "$variant $case: $logged access-log lines for $reqs requests"
         fi
-        if [[ $case == forward ]]; then
-            # Each request went to the mock (up to CONNS were still in flight when wrk stopped).
-            ((upstream >= reqs && upstream <= reqs + CONNS)) ||
-                die "$variant forward: the mock saw $upstream requests for $reqs"
+        if ((!IS_HIT)); then
+            # Each request went to the mock (up to RUN_CONNS were still in flight when wrk stopped).
+            ((upstream >= reqs && upstream <= reqs + RUN_CONNS)) ||
+                die "$variant $case: the mock saw $upstream requests for $reqs"
+        elif [[ $case == scale-hit ]]; then
+            # Entries filled before the run; a few may have been evicted or expired meanwhile.
+            ((upstream <= reqs / 100)) || die "$variant $case: the mock saw $upstream requests (not hits)"
         else
-            ((upstream <= 2)) || die "$variant hit: the mock saw $upstream requests (not hits)"
+            ((upstream <= 2)) || die "$variant $case: the mock saw $upstream requests (not hits)"
             if [[ $hits != - ]]; then ((hits >= reqs)) || die "$variant hit: only $hits HIT lines"; fi
         fi
         if [[ -n $ADMIN_PORT ]]; then
@@ -543,8 +628,10 @@ profile_variant() { # variant
 
 install_missing
 NGINX=$(nginx_bin)
-log "building: cargo build --release --locked"
-cargo build --release --locked 2>&1 | tail -1 >&2
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building: cargo build --release --locked"
+    cargo build --release --locked 2>&1 | tail -1 >&2
+fi
 
 if [[ -d /dev/shm && -w /dev/shm ]]; then
     TMP=$(mktemp -d /dev/shm/etelecom-compare.XXXXXX)
@@ -557,19 +644,76 @@ mkdir -p "$TMP/logs"
 start_mock
 log "mock eTelecom on 127.0.0.1:$MOCK_PORT (core $LOAD_CPU); temporary folder $TMP"
 
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+# The variants of VARIANTS among those given.
+among() { local v; for v in "$@"; do [[ " $VARIANTS " == *" $v "* ]] && echo "$v"; done; }
+
+# Fills the gateway's cache with SCALE_ENTRIES distinct entries (one pass of scale-hit's keys;
+# the pass repeats as hits until the time is up).
+fill_cache() {
+    case_setup scale-hit
+    wrk_script "$TMP/fill.lua" "$HIT_PATH" "$HIT_BODY" "$EXTRA_LUA"
+    mock_clear
+    local secs=$((SCALE_ENTRIES / 10000 + 2))
+    log "filling the cache: $SCALE_ENTRIES entries over $SCALE_TENANTS tenants (${secs}s)"
+    local calls tries=0
+    while :; do
+        run_wrk "$secs" "$HIT_PATH" "$TMP/fill.lua" "$TMP/fill.out"
+        calls=$(mock_count)
+        ((calls >= SCALE_ENTRIES)) && break
+        ((++tries < 10)) || die "cache fill: only $calls upstream calls for $SCALE_ENTRIES entries"
+    done
+}
+
 for variant in $VARIANTS; do
+    [[ $MODE == profile ]] || has base || has c256 || has latency || continue
     wait_quiet
     start_proxy "$variant"
     log "$variant on 127.0.0.1:$PORT (core $PROXY_CPU), pids $(proxy_pids | paste -sd' ' -)"
     if [[ $MODE == profile ]]; then
         profile_variant "$variant"
     else
-        measure "$variant" forward
-        measure "$variant" hit
+        if has base; then
+            measure "$variant" forward
+            measure "$variant" hit
+        fi
+        if has c256; then measure "$variant" forward-c256; fi
+        if has latency; then measure "$variant" latency; fi
     fi
     stop "$PROXY_PID"
 done
 [[ $MODE == profile ]] && exit 0
+
+if has scale; then
+    for variant in $(among gateway gateway-nolog); do
+        wait_quiet
+        TENANTS=$SCALE_TENANTS
+        start_proxy "$variant"
+        log "$variant with $SCALE_TENANTS tenants on 127.0.0.1:$PORT"
+        fill_cache
+        measure "$variant" scale-hit
+        measure "$variant" scale-forward
+        stop "$PROXY_PID"
+        TENANTS=3
+    done
+fi
+
+if has workers; then
+    # Proxy and wrk (2 threads) spread over both cores: with 1 worker the proxy can use one core
+    # and wrk the other; with 2 workers they share both.
+    for variant in $(among gateway-nolog nginx-nolog); do
+        for WORKERS in 1 2; do
+            wait_quiet
+            PROXY_CPUS=0,1 LOAD_CPUS=0,1 WRK_THREADS=2
+            start_proxy "$variant"
+            log "$variant with $WORKERS worker(s) on cores 0,1"
+            measure "$variant" "w$WORKERS-hit"
+            stop "$PROXY_PID"
+            PROXY_CPUS= LOAD_CPUS= WRK_THREADS=1
+        done
+    done
+    WORKERS=1
+fi
 
 # --- report ------------------------------------------------------------------------------------
 
@@ -582,7 +726,7 @@ fi
 WRK_VERSION=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2, $3}' || true)
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 
-median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+median() { sort -g | awk '{a[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 col() { # variant case column -> values
     awk -F'\t' -v v="$1" -v c="$2" -v k="$3" '$1 == v && $2 == c {print $k}' "$TMP/rows.tsv"
 }
@@ -603,7 +747,8 @@ med() { col "$1" "$2" "$3" | median; }
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- Machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
     echo "- Versions: $GATEWAY_VERSION (release build); nginx $NGINX_VERSION; $WRK_VERSION"
-    echo "- Command: \`CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS bash benches/compare/run.sh\`"
+    echo "- Command: \`QUICK=$QUICK CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" bash benches/compare/run.sh\`"
+    echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before; w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
     echo "- Load: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, POST with x-tenant-id: acme; wrk and the mock eTelecom on core $LOAD_CPU, the proxy on core $PROXY_CPU (taskset)"
     echo "- forward: \`$FORWARD_PATH\` \`$FORWARD_BODY\` (not cached, every request goes to the mock); hit: \`$HIT_PATH\` \`$HIT_BODY\` (served from the proxy's cache)"
     echo "- \`gateway\`: RUST_LOG=info, JSON access log appended to a file on tmpfs; \`gateway-nolog\`: RUST_LOG=warn. \`nginx\`: one worker, JSON access log (same fields) to a file on tmpfs, unbuffered; \`nginx-nolog\`: access_log off"
@@ -616,7 +761,8 @@ med() { col "$1" "$2" "$3" | median; }
     echo "| proxy | case | CPU µs/request | requests/s | p50 ms | p99 ms | RSS MiB | peak RSS (VmHWM) MiB | PSS MiB | proxy core busy % |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for v in $VARIANTS; do
-        for c in forward hit; do
+        for c in forward hit forward-c256 latency scale-hit scale-forward w1-hit w2-hit; do
+            [[ -n $(col "$v" "$c" 7) ]] || continue
             echo "| $v | $c | $(stat_of "$v" "$c" 7) | $(stat_of "$v" "$c" 5) | $(stat_of "$v" "$c" 8) | $(stat_of "$v" "$c" 9) | $(stat_of "$v" "$c" 10) | $(stat_of "$v" "$c" 11) | $(stat_of "$v" "$c" 12) | $(stat_of "$v" "$c" 15) |"
         done
     done
@@ -628,24 +774,38 @@ med() { col "$1" "$2" "$3" | median; }
     fi
     echo "## The bar (medians)"
     echo
-    echo "| comparison | gateway | NGINX | ratio | bar | met? |"
+    echo "| comparison | gateway | reference | ratio | bar | met? |"
     echo "| --- | --- | --- | --- | --- | --- |"
+    # row what value reference bar-ratio op: met when value/reference op bar-ratio (le or ge).
+    row() {
+        awk -v what="$1" -v g="$2" -v n="$3" -v l="$4" -v op="$5" 'BEGIN {
+            if (g == "" || n == "" || n == 0) { printf "| %s | %s | %s | - | %s %s× | not measured |\n", what, g, n, (op == "le" ? "≤" : "≥"), l; exit }
+            r = g / n; ok = (op == "le" ? r <= l : r >= l)
+            printf "| %s | %.2f | %.2f | %.2f | %s %s× | %s |\n", what, g, n, r, (op == "le" ? "≤" : "≥"), l, (ok ? "met" : "**not met**")
+        }'
+    }
+    added_p99() { # variant: median p99 of the latency case minus the mock's added latency
+        local p
+        p=$(med "$1" latency 9)
+        if [[ -n $p ]]; then awk -v p="$p" -v l="$LATENCY_MS" 'BEGIN {printf "%.2f", p - l}'; fi
+    }
     for pair in "gateway nginx" "gateway-nolog nginx-nolog"; do
         read -r g n <<<"$pair"
         [[ " $VARIANTS " == *" $g "* && " $VARIANTS " == *" $n "* ]] || continue
-        for c in forward hit; do
-            local_g=$(med "$g" "$c" 7)
-            local_n=$(med "$n" "$c" 7)
-            if [[ $c == forward ]]; then limit=1; bar="< 1× NGINX"; else limit=0.5; bar="< 0.5× NGINX"; fi
-            awk -v g="$local_g" -v n="$local_n" -v l="$limit" -v what="$g vs $n, $c, CPU µs/request" -v bar="$bar" \
-                'BEGIN {printf "| %s | %.2f | %.2f | %.2f | %s | %s |\n", what, g, n, g / n, bar, (g < l * n ? "yes" : "**no**")}'
-        done
-        for k in 10:RSS 11:"peak RSS" 12:PSS; do
-            col_=${k%%:*}
-            name=${k#*:}
-            awk -v g="$(med "$g" hit "$col_")" -v n="$(med "$n" hit "$col_")" -v what="$g vs $n, $name MiB after the runs" \
-                'BEGIN {printf "| %s | %.1f | %.1f | %.2f | < NGINX | %s |\n", what, g, n, g / n, (g < n ? "yes" : "**no**")}'
-        done
+        row "$g vs $n: forward, CPU µs/request, $CONNS connections" "$(med "$g" forward 7)" "$(med "$n" forward 7)" 1.0 le
+        row "$g vs $n: forward, CPU µs/request, $CONNS_HIGH connections" "$(med "$g" forward-c256 7)" "$(med "$n" forward-c256 7)" 1.0 le
+        row "$g vs $n: cache hit, CPU µs/request" "$(med "$g" hit 7)" "$(med "$n" hit 7)" 0.6 le
+        row "$g vs $n: added p99 ms at +${LATENCY_MS} ms upstream, $LATENCY_CONNS connections" "$(added_p99 "$g")" "$(added_p99 "$n")" 1.0 le
+        row "$g vs $n: peak RSS (VmHWM) MiB, hit runs" "$(med "$g" hit 11)" "$(med "$n" hit 11)" 1.0 le
+    done
+    for g in $(among gateway gateway-nolog); do
+        row "$g: hit CPU µs/request, $SCALE_TENANTS tenants and $SCALE_ENTRIES entries vs 3 tenants, 1 entry" "$(med "$g" scale-hit 7)" "$(med "$g" hit 7)" 1.1 le
+        row "$g: forward CPU µs/request, $SCALE_TENANTS tenants vs 3" "$(med "$g" scale-forward 7)" "$(med "$g" forward 7)" 1.1 le
+        hwm=$(col "$g" scale-hit 11 | sort -g | tail -1)
+        row "$g: peak RSS MiB at scale vs cache max_bytes (64) + 32 MiB" "$hwm" 96 1.0 le
+    done
+    for v in $(among gateway-nolog nginx-nolog); do
+        row "$v: hit requests/s, 2 workers vs 1 (cores 0-1 shared with wrk)" "$(med "$v" w2-hit 5)" "$(med "$v" w1-hit 5)" 1.8 ge
     done
     echo
     echo "## Every run"

@@ -69,11 +69,16 @@ impl<W: Write> Visit for Fields<'_, W> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| write_u64(w, value, 1));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| {
+            if value < 0 {
+                w.write_char('-')?;
+            }
+            write_u64(w, value.unsigned_abs(), 1)
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -117,8 +122,26 @@ fn write_str<W: Write>(w: &mut W, s: &str) -> fmt::Result {
 /// Escapes what it is given for the inside of a JSON string.
 struct Escaped<'a, W: Write>(&'a mut W);
 
+/// `v` in decimal, zero-padded to at least `width` digits (at most 20), without `fmt`.
+fn write_u64<W: Write>(w: &mut W, mut v: u64, width: usize) -> fmt::Result {
+    let mut buf = [b'0'; 20];
+    let mut start = buf.len();
+    while v > 0 || start == buf.len() {
+        start -= 1;
+        buf[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    let start = start.min(buf.len().saturating_sub(width));
+    // Only ASCII digits were written.
+    w.write_str(std::str::from_utf8(&buf[start..]).map_err(|_| fmt::Error)?)
+}
+
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Most values (ids, names, numbers) need no escaping: one scan, one copy.
+        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            return self.0.write_str(s);
+        }
         let mut plain = 0;
         for (i, b) in s.bytes().enumerate() {
             let escape = match b {
@@ -148,14 +171,20 @@ fn write_timestamp<W: Write>(w: &mut W, now: SystemTime) -> fmt::Result {
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    write!(
-        w,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
+    let parts = [
+        (y.unsigned_abs(), 4, "-"),
+        (m.into(), 2, "-"),
+        (d.into(), 2, "T"),
+        (rem / 3600, 2, ":"),
+        (rem % 3600 / 60, 2, ":"),
+        (rem % 60, 2, "."),
+        (since.subsec_micros().into(), 6, "Z"),
+    ];
+    for (v, width, sep) in parts {
+        write_u64(w, v, width)?;
+        w.write_str(sep)?;
+    }
+    Ok(())
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
@@ -194,6 +223,19 @@ mod tests {
         assert_eq!(t(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(t(1_795_734_211, 704_962), "2026-11-26T23:03:31.704962Z");
         assert_eq!(t(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        let w = |v: u64, width: usize| {
+            let mut s = String::new();
+            write_u64(&mut s, v, width).expect("write");
+            s
+        };
+        assert_eq!(w(0, 1), "0");
+        assert_eq!(w(7, 4), "0007");
+        assert_eq!(w(1234, 2), "1234");
+        assert_eq!(w(u64::MAX, 1), u64::MAX.to_string());
     }
 
     #[test]

@@ -140,4 +140,12 @@ fn sigterm_drains_in_order_and_exits_zero() {
     assert!(log.contains("\"signal\":\"SIGTERM\""), "{log}");
     assert!(log.contains("draining"), "{log}");
     assert!(log.contains("gateway stopped"), "{log}");
+    // Both calls have their access line by exit, the slow one (answered during the grace
+    // period, just before the exit) included: the batched access log is flushed on the way out.
+    let access = log
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\"") && l.contains("ListCallLogs"))
+        .filter(|l| l.contains("\"status\":200"))
+        .count();
+    assert_eq!(access, 2, "{log}");
 }
