@@ -217,6 +217,23 @@ impl Gateway {
     }
 }
 
+/// `etelecom-gateway check --probe --config <config>` with extra environment variables, bounded
+/// at 60 s: (exit code, stdout and stderr).
+pub fn check_probe(config: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "--probe", "--config"])
+        .arg(config)
+        .env_remove("ETELECOM_GATEWAY_CONFIG")
+        .envs(env.iter().copied());
+    let out = run_bounded(cmd, b"", Duration::from_secs(60));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Runs `cmd` to completion with `stdin` as its input, for at most `within`; killed when it
 /// takes longer.
 pub fn run_bounded(mut cmd: Command, stdin: &[u8], within: Duration) -> Output {

@@ -2,33 +2,23 @@
 //! `check --probe` and in the log, and the password appears in no log line (trace level),
 //! metric, `/config`, error body or Redis key or value.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::cache::{cache_on, write};
 use crate::common::post;
-use crate::common::proc::{BIN, Gateway, run_bounded};
+use crate::common::proc::{Gateway, check_probe};
 use crate::fleet_support::Fleet;
 use crate::support::CALL_LOGS;
 
 const PASSWORD: &str = "fleet-canary-redis-pw-6f1d2c";
 const WRONG: &str = "fleet-canary-wrong-pw-0b9e7a";
 
-/// `check --probe --config <cfg>` with `url` as `GATEWAY_REDIS_URL`: (exit code, output).
+/// `check --probe` on the fleet's config with `url` as `GATEWAY_REDIS_URL`, at trace level.
 fn probe(f: &Fleet, url: &str) -> (Option<i32>, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["check", "--probe", "--config"])
-        .arg(&f.config)
-        .env("GATEWAY_REDIS_URL", url)
-        .env("RUST_LOG", "trace")
-        .env_remove("ETELECOM_GATEWAY_CONFIG");
-    let out = run_bounded(cmd, b"", Duration::from_secs(60));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    check_probe(
+        &f.config,
+        &[("GATEWAY_REDIS_URL", url), ("RUST_LOG", "trace")],
+    )
 }
 
 #[test]

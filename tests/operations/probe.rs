@@ -1,14 +1,11 @@
 //! `check --probe`: one line per key with its fingerprint and the verdict, the exit code by
 //! verdict, and never a key in the output.
 
-use std::process::Command;
-use std::time::Duration;
-
 use etelecom_gateway::mock::{
     DEMO_ACME_API_KEY, DEMO_ACME_SHOP_KEY, DEMO_GLOBEX_API_KEY, DEMO_PARTNER_KEY, MockAccounts,
 };
 
-use crate::common::proc::{BIN, run_bounded};
+use crate::common::proc::check_probe;
 use crate::common::write;
 use crate::support::{config, fingerprint, runtime, start_mock, write_config};
 
@@ -24,18 +21,7 @@ fn check_probe_reports_each_key_and_exits_by_verdict() {
     let mock = start_mock(&rt, MockAccounts::demo());
     let dir = tempfile::tempdir().unwrap();
     let run = |tenants: Option<&str>| -> (Option<i32>, String) {
-        let cfg = write_config(dir.path(), &config(&mock, tenants));
-        let mut cmd = Command::new(BIN);
-        cmd.args(["check", "--probe", "--config"])
-            .arg(cfg)
-            .env_remove("ETELECOM_GATEWAY_CONFIG");
-        let out = run_bounded(cmd, b"", Duration::from_secs(60));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        check_probe(&write_config(dir.path(), &config(&mock, tenants)), &[])
     };
     let assert_no_key = |text: &str, keys: &[&str]| {
         for k in keys {
