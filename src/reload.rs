@@ -28,7 +28,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use notify::event::EventKind;
-use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, RecommendedWatcher};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -79,6 +79,9 @@ impl fmt::Display for Trigger {
 }
 
 use crate::signals::Hangup;
+use watcher::Watching;
+
+mod watcher;
 
 /// A trigger seen but not yet yielded: kept in the struct so a cancelled [`ReloadTriggers::next`]
 /// loses nothing.
@@ -93,14 +96,11 @@ struct Pending {
 /// The reload trigger sources, merged and debounced. Create it inside a Tokio runtime.
 #[derive(Debug)]
 pub struct ReloadTriggers {
-    /// Kept alive here: dropping it stops its thread and its inotify watches.
-    watcher: Option<RecommendedWatcher>,
-    /// Directories currently watched (absolute).
-    dirs: BTreeSet<PathBuf>,
+    /// The watcher's own thread ([`watcher`]); dropping this ends it and its inotify watches.
+    /// `None` if the thread could not be started.
+    watching: Option<Watching>,
     /// File names that matter in those directories (shared with the watcher's callback).
     names: Arc<RwLock<BTreeSet<OsString>>>,
-    /// A clone of what the watcher's callback holds, to build a new watcher if the first failed.
-    events_tx: mpsc::Sender<()>,
     events: mpsc::Receiver<()>,
     hangup: Hangup,
     interval: Option<Interval>,
@@ -148,11 +148,10 @@ impl ReloadTriggers {
         });
         // One slot is enough: a full channel means a trigger is already pending.
         let (events_tx, events) = mpsc::channel(1);
+        let names = Arc::default();
         let mut triggers = ReloadTriggers {
-            watcher: None,
-            dirs: BTreeSet::new(),
-            names: Arc::default(),
-            events_tx,
+            watching: Watching::spawn(events_tx, Arc::clone(&names)),
+            names,
             events,
             hangup,
             interval,
@@ -209,44 +208,25 @@ impl ReloadTriggers {
 
     /// Replaces the watched set (after a reload the config may name other secret files).
     /// Directories no longer needed are unwatched; the others are (re-)watched, which also picks
-    /// up a directory that was missing or re-created since the last call.
+    /// up a directory that was missing or re-created since the last call. Never blocks: the
+    /// watcher's own thread does it (see [`ReloadTriggers::watching`]).
     pub fn watch(&mut self, paths: &[PathBuf]) {
-        let wanted = watch_dirs(paths);
         let names = paths
             .iter()
             .filter_map(|p| p.file_name().map(OsString::from))
             .collect();
         *self.names.write().unwrap_or_else(PoisonError::into_inner) = names;
-        if self.watcher.is_none() && !wanted.is_empty() {
-            self.watcher = new_watcher(self.events_tx.clone(), self.names.clone());
+        if let Some(w) = self.watching.as_mut() {
+            w.set(watch_dirs(paths));
         }
-        let Some(watcher) = self.watcher.as_mut() else {
-            self.dirs.clear();
-            return;
-        };
-        for gone in self.dirs.difference(&wanted) {
-            match watcher.unwatch(gone) {
-                Ok(()) => tracing::debug!(dir = %gone.display(), "stopped watching"),
-                // E.g. the directory was deleted, which already ended its watch.
-                Err(e) => tracing::debug!(dir = %gone.display(), error = %e, "unwatch"),
-            }
+    }
+
+    /// Resolves once the last [`ReloadTriggers::watch`] (or [`ReloadTriggers::start`]) is in
+    /// effect: changes made from then on are seen.
+    pub async fn watching(&mut self) {
+        if let Some(w) = self.watching.as_mut() {
+            w.applied().await;
         }
-        let mut watched = BTreeSet::new();
-        for dir in wanted {
-            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    tracing::debug!(dir = %dir.display(), "watching for config changes");
-                    watched.insert(dir);
-                }
-                Err(e) => tracing::warn!(
-                    dir = %dir.display(),
-                    error = %e,
-                    "cannot watch directory; changes there are picked up only by SIGHUP or \
-                     the reload interval"
-                ),
-            }
-        }
-        self.dirs = watched;
     }
 
     /// The next raw (not yet debounced) trigger. Cancel-safe: each source's receive is.
@@ -379,8 +359,12 @@ mod tests {
     /// Long enough never to fire during a test.
     const NEVER: Duration = Duration::from_secs(3600);
 
-    fn start(paths: &[PathBuf], debounce: Duration) -> ReloadTriggers {
-        ReloadTriggers::start(paths, NEVER, debounce).expect("start")
+    async fn start(paths: &[PathBuf], debounce: Duration) -> ReloadTriggers {
+        let mut triggers = ReloadTriggers::start(paths, NEVER, debounce).expect("start");
+        timeout(COME, triggers.watching())
+            .await
+            .expect("watching within the bound");
+        triggers
     }
 
     async fn expect_trigger(triggers: &mut ReloadTriggers) -> Trigger {
@@ -459,7 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "a = 1\n").expect("write");
-        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50));
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50)).await;
         std::fs::write(&config, "a = 2\n").expect("write");
         assert_eq!(expect_trigger(&mut triggers).await, Trigger::FileChange);
     }
@@ -469,7 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gw.toml");
         std::fs::write(&config, "a = 1\n").expect("write");
-        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50));
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50)).await;
         // A log file written next to the config must not cause reloads.
         std::fs::write(dir.path().join("gw.log"), "line\n").expect("write");
         expect_quiet(&mut triggers).await;
@@ -482,7 +466,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "a = 1\n").expect("write");
-        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50));
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(50)).await;
         let _ = std::fs::read_to_string(&config).expect("read");
         expect_quiet(&mut triggers).await;
     }
@@ -497,7 +481,7 @@ mod tests {
         symlink("..2026_a", &vol.join("..data"));
         symlink("..data/api_key", &vol.join("api_key"));
         let key = vol.join("api_key");
-        let mut triggers = start(&[key], Duration::from_millis(200));
+        let mut triggers = start(&[key], Duration::from_millis(200)).await;
 
         // What the kubelet's atomic writer does, while next() waits.
         let root = vol.to_path_buf();
@@ -520,7 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "a = 0\n").expect("write");
-        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(400));
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(400)).await;
         // The writer runs while next() waits. Its pauses spread the events out (so the watcher
         // delivers them one by one); they are not synchronisation: the bound is the timeout.
         let writer = std::thread::spawn(move || {
@@ -539,7 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "a = 1\n").expect("write");
-        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(200));
+        let mut triggers = start(std::slice::from_ref(&config), Duration::from_millis(200)).await;
         std::fs::write(&config, "a = 2\n").expect("write");
         let give_up = Instant::now() + COME;
         // Cancelled again and again, well inside the debounce window.
@@ -577,9 +561,10 @@ mod tests {
         let in_b = b.path().join("secret.key");
         std::fs::write(&in_a, "x").expect("write");
         std::fs::write(&in_b, "x").expect("write");
-        let mut triggers = start(std::slice::from_ref(&in_a), Duration::from_millis(50));
+        let mut triggers = start(std::slice::from_ref(&in_a), Duration::from_millis(50)).await;
 
         triggers.watch(std::slice::from_ref(&in_b));
+        timeout(COME, triggers.watching()).await.expect("watching");
         std::fs::write(&in_a, "y").expect("write");
         expect_quiet(&mut triggers).await;
         std::fs::write(&in_b, "y").expect("write");
@@ -591,11 +576,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let later = dir.path().join("later");
         let key = later.join("api_key");
-        let mut triggers = start(std::slice::from_ref(&key), Duration::from_millis(50));
-        assert!(triggers.dirs.is_empty());
+        let mut triggers = start(std::slice::from_ref(&key), Duration::from_millis(50)).await;
 
         std::fs::create_dir(&later).expect("mkdir");
         triggers.watch(std::slice::from_ref(&key));
+        timeout(COME, triggers.watching()).await.expect("watching");
         std::fs::write(&key, "k").expect("write");
         assert_eq!(expect_trigger(&mut triggers).await, Trigger::FileChange);
     }
@@ -634,7 +619,7 @@ mod tests {
             return;
         }
         // The handler is installed by start(), before the signal is sent.
-        let mut triggers = start(&[], Duration::from_millis(10));
+        let mut triggers = start(&[], Duration::from_millis(10)).await;
         let status = Command::new("kill")
             .args(["-HUP", &std::process::id().to_string()])
             .status()

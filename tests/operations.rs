@@ -32,3 +32,5 @@ mod prometheus;
 mod reload;
 #[path = "operations/support.rs"]
 mod support;
+#[path = "operations/trace_log.rs"]
+mod trace_log;
