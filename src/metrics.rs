@@ -15,7 +15,7 @@
 //! | `cache_evictions_total` | counter | `cause` (`expired`, `size`, `explicit`, `replaced`) |
 //! | `cache_invalidations_total` | counter | `method` |
 //! | `ratelimit_decisions_total` | counter | `tenant`, `key_class`, `outcome` (`allowed`, `limited`, `queued`, `shadow_limited`, `upstream_paused`) |
-//! | `credential_rejections_total` | counter | `tenant`, `key_class` (`api_key`, `shop_key`, `partner`) |
+//! | `credential_rejections_total` | counter | `tenant`, `key_class` (`api_key`, `shop_key`, `partner`, `sms`) |
 //! | `config_reloads_total` | counter | `result` (`success`, `failure`, `unchanged`) |
 //! | `config_last_reload_success_timestamp_seconds` | gauge (unix seconds) | |
 //! | `in_flight_requests`, `open_connections` | gauge | |
