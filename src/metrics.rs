@@ -474,7 +474,7 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// One rate-limit decision: `key_class` is `api_key`, `shop_key` or `partner`; `outcome`
+    /// One rate-limit decision: `key_class` is `api_key`, `shop_key`, `partner` or `sms`; `outcome`
     /// is `allowed`, `limited`, `queued`, `shadow_limited` or `upstream_paused`.
     pub fn ratelimit_decision(
         &self,

@@ -291,10 +291,7 @@ async fn the_sms_bucket_is_independent_of_the_tenants_other_buckets() {
 
 #[tokio::test]
 async fn sms_host_down_is_502_and_a_hang_is_504() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = common::closed_addr();
     let h = Harness::with(Setup {
         sms: Some(format!("base_url = \"http://{closed}\"")),
         ..sms_setup()
@@ -542,11 +539,7 @@ api_key = {{ file = "api.key" }}
     .await;
     assert!(!view.text().contains("CANARY"), "{}", view.text());
     let v = view.json();
-    let fp = |s: &str| {
-        let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-        let hex: String = d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
-    };
+    let fp = |s: &str| format!("sha256:{}", common::fingerprint(s));
     assert_eq!(v["tenants"][0]["sms"]["username"], fp(USER));
     assert_eq!(v["tenants"][0]["sms"]["password"], fp(PASSWORD));
     assert_eq!(v["tenants"][2]["sms"], Value::Null);

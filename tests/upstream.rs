@@ -48,10 +48,7 @@ async fn untrusted_upstream_certificate_is_a_502() {
 #[tokio::test]
 async fn upstream_down_is_a_502_without_the_address() {
     // A port that was just closed: connection refused.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = common::closed_addr();
     let h = Harness::with(Setup {
         base_url: Some(format!("http://{closed}")),
         ..Setup::default()

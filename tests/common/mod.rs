@@ -480,3 +480,15 @@ pub fn external_tool(name: &str, package: &str, test: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// The first 8 hex digits of a secret's SHA-256, as the gateway shows keys and SMS accounts.
+pub fn fingerprint(secret: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An address on 127.0.0.1 whose port was just closed: connecting to it is refused.
+pub fn closed_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}

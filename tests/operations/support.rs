@@ -126,8 +126,4 @@ where
         .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
 }
 
-/// The first 8 hex digits of the key's SHA-256, as the gateway shows keys.
-pub fn fingerprint(key: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::common::fingerprint;
