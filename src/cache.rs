@@ -224,7 +224,7 @@ impl Cache {
         content_type: Option<&HeaderValue>,
         body: &Bytes,
     ) -> Option<Arc<Entry>> {
-        if status != http::StatusCode::OK {
+        if status != http::StatusCode::OK || sms_business_error(method, body) {
             return None;
         }
         let cap = self
@@ -337,6 +337,17 @@ impl Cache {
 /// The canonical form of a JSON body: object keys sorted, no whitespace. Bodies that differ
 /// only in key order or spacing get the same key. The body was validated as a JSON object
 /// before; should parsing fail anyway, the raw bytes are used (still correct, just less shared).
+/// An SMS answer that is an HTTP 200 carrying a business error (`"status": "-1"` .. `"-9"`):
+/// never stored, like any other error.
+fn sms_business_error(method: &Method, body: &[u8]) -> bool {
+    method.prefix == crate::catalogue::Prefix::Sms
+        && serde_json::from_slice::<Value>(body).is_ok_and(|v| {
+            v.get("status")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with('-'))
+        })
+}
+
 pub fn canonical(body: &[u8]) -> Box<[u8]> {
     if body == b"{}" {
         return Box::from(&b"{}"[..]);

@@ -394,6 +394,27 @@ async fn get_status_is_cached_only_with_a_fixed_ttl_and_send_never() {
     // Another tenant never shares the entry.
     assert_eq!(h.call(STATUS, Some("globex"), body).await.x_cache(), "MISS");
     assert_eq!(h.mock.request_count(), 4, "2 sends, 2 status misses");
+    // A business error (HTTP 200, negative status) is never stored.
+    let other = r#"{"idOmniMess":"ICOMNI000000000000000000000000000002"}"#;
+    let r = h
+        .call_with(
+            STATUS,
+            Some("acme"),
+            other,
+            &[("x-mock-behaviour", "sms_status=-1")],
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["status"].as_str()),
+        (200, Some("-1"))
+    );
+    let r = h.call(STATUS, Some("acme"), other).await;
+    assert_eq!(r.x_cache(), "MISS");
+    assert_eq!(
+        r.json()["status"],
+        "FAIL",
+        "the real answer, not the stored error"
+    );
 }
 
 /// Canary SMS credentials (and a caller-sent canary password) through every SMS flow, with the
