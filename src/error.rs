@@ -43,6 +43,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("absolute-form request targets are not accepted")]
     AbsoluteForm,
+    #[error("request target has a #fragment")]
+    FragmentInTarget,
     #[error("no Host header")]
     MissingHost,
     #[error("more than one Host, or a Host that differs from :authority")]
@@ -90,6 +92,7 @@ impl GatewayError {
             | Self::BodyNotUtf8
             | Self::BodyTooDeep => StatusCode::BAD_REQUEST,
             Self::AbsoluteForm
+            | Self::FragmentInTarget
             | Self::MissingHost
             | Self::ConflictingHost
             | Self::BodyRead
@@ -129,6 +132,7 @@ impl GatewayError {
             | Self::BodyTooDeep
             | Self::BodyTooLarge { .. }
             | Self::AbsoluteForm
+            | Self::FragmentInTarget
             | Self::MissingHost
             | Self::ConflictingHost
             | Self::BodyRead
@@ -171,6 +175,9 @@ impl GatewayError {
             Self::UnknownMethodRejected => "method is not in the gateway's catalogue",
             Self::MethodNotAllowed => "only POST is accepted",
             Self::AbsoluteForm => "absolute-form request targets are not accepted",
+            Self::FragmentInTarget => {
+                "request target has a #fragment; fragments are for the client and never sent"
+            }
             Self::MissingHost => "request has no Host header",
             Self::ConflictingHost => {
                 "request has more than one Host, or a Host that differs from :authority"
@@ -267,6 +274,7 @@ mod tests {
             (GatewayError::BodyNotUtf8, 400, "invalid_argument"),
             (GatewayError::BodyTooDeep, 400, "invalid_argument"),
             (GatewayError::MissingHost, 400, "invalid_argument"),
+            (GatewayError::FragmentInTarget, 400, "invalid_argument"),
             (GatewayError::ConflictingHost, 400, "invalid_argument"),
             (GatewayError::BadPurge("x"), 400, "invalid_argument"),
             (GatewayError::UnknownTenant, 403, "permission_denied"),

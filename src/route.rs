@@ -44,6 +44,13 @@ pub fn resolve(parts: &request::Parts, unknown: UnknownMethods) -> Result<Route,
     if parts.method == HttpMethod::CONNECT {
         return Err(GatewayError::MethodNotAllowed);
     }
+    if parts
+        .extensions
+        .get::<crate::server::FragmentInTarget>()
+        .is_some()
+    {
+        return Err(GatewayError::FragmentInTarget);
+    }
     check_target(parts.version, &parts.uri, &parts.headers)?;
     resolve_path(&parts.method, parts.uri.path(), unknown)
 }

@@ -17,6 +17,7 @@
 //! Body read timeouts belong to the step that reads the body ([`crate::body`]).
 
 mod conn;
+mod target;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,6 +41,11 @@ use conn::{Closed, Quiet, Registry, TrackedBody, TrackedIo};
 /// How long a connection the gateway closes (timed out or evicted; it has no request in
 /// progress) may take to say goodbye (an HTTP/2 GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Set in a request's extensions when its HTTP/1 request target had a `#fragment`, which
+/// [`http::Uri`] drops (see the `target` module); the handler decides what to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct FragmentInTarget;
 
 /// What a listener serves.
 pub trait Handler: Clone + Send + Sync + 'static {
@@ -132,8 +138,11 @@ pub async fn serve<H: Handler>(
         let open = handler.connection();
         let handler = handler.clone();
         let requests = activity.clone();
-        let service = service_fn(move |req| {
-            let in_flight = requests.start();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let (in_flight, index) = requests.start();
+            if requests.had_fragment(index, req.uri()) {
+                req.extensions_mut().insert(FragmentInTarget);
+            }
             let handler = handler.clone();
             async move {
                 let resp = handler.call(req, peer).await;

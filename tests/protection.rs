@@ -163,6 +163,42 @@ async fn the_host_must_be_given_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_fragment_in_the_target_is_a_400_and_the_connection_goes_on() {
+    let h = Harness::start().await;
+    let head = |target: &str| {
+        format!("POST {target} HTTP/1.1\r\nhost: gw\r\nx-tenant-id: acme\r\nx-note: a#b\r\n")
+    };
+    // Three pipelined requests on one connection: '#' in a header and in a chunked body is
+    // fine, in the target it is refused, and the request after it is served.
+    let pipeline = format!(
+        "{}transfer-encoding: chunked\r\n\r\n6\r\n{{\"#\":1\r\n1\r\n}}\r\n0\r\n\r\n\
+         {}content-length: 2\r\n\r\n{{}}\
+         {}connection: close\r\ncontent-length: 2\r\n\r\n{{}}",
+        head(SHOP_API),
+        head(&format!("{SHOP_API}#frag")),
+        head(SHOP_API),
+    );
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(pipeline.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400", "200"], "{answer}");
+    assert!(answer.contains("\"code\":\"invalid_argument\""), "{answer}");
+    assert!(
+        answer.contains("request target has a #fragment"),
+        "{answer}"
+    );
+    assert_eq!(
+        h.mock.request_count(),
+        2,
+        "the refused request is not forwarded"
+    );
+}
+
+#[tokio::test]
 async fn a_non_utf8_tenant_header_is_a_400() {
     let h = Harness::start().await;
     let mut s = TcpStream::connect(h.addr).await.unwrap();

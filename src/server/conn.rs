@@ -13,7 +13,7 @@
 //! the next request head read. Only idle connections are closed to make room at the cap
 //! ([`Registry::longest_idle`]), and closing one loses no answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -27,6 +27,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::target::{Fragment, Framing};
 
 /// The timeouts a connection lives by.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +94,12 @@ pub(super) struct Activity {
     pub(super) evict: Notify,
     /// Wakes the connection's task when its last request ends (its deadline moves).
     pub(super) idle: Notify,
+    /// Requests handed to the service so far (the next one's index).
+    started: AtomicU64,
+    /// HTTP/1 request heads read with a `#fragment` in their target, not yet handed over;
+    /// `fragments_pending` says whether there are any without taking the lock.
+    fragments: Mutex<VecDeque<Fragment>>,
+    fragments_pending: AtomicBool,
 }
 
 impl Activity {
@@ -107,6 +115,9 @@ impl Activity {
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             idle: Notify::new(),
+            started: AtomicU64::new(0),
+            fragments: Mutex::default(),
+            fragments_pending: AtomicBool::new(false),
         }
     }
 
@@ -188,11 +199,48 @@ impl Activity {
     }
 
     /// A request head is complete: the connection is busy until the returned guard drops.
-    pub(super) fn start(self: &Arc<Self>) -> InFlight {
+    /// Also the request's index on the connection.
+    pub(super) fn start(self: &Arc<Self>) -> (InFlight, u64) {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.partial_since.store(NONE, Ordering::Release);
-        InFlight(self.clone())
+        let index = self.started.fetch_add(1, Ordering::Relaxed);
+        (InFlight(self.clone()), index)
     }
+
+    fn is_http2(&self) -> bool {
+        self.protocol.load(Ordering::Relaxed) == HTTP2
+    }
+
+    fn fragment_seen(&self, fragment: Fragment) {
+        lock(&self.fragments).push_back(fragment);
+        self.fragments_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether the request with this index and (parsed) target had a `#fragment` in its raw
+    /// target. One atomic load unless a fragment was seen on the connection.
+    pub(super) fn had_fragment(&self, index: u64, uri: &http::Uri) -> bool {
+        if !self.fragments_pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut seen = lock(&self.fragments);
+        while seen.front().is_some_and(|f| f.index < index) {
+            seen.pop_front();
+        }
+        let hit = seen
+            .front()
+            .is_some_and(|f| f.index == index && f.matches(uri));
+        if seen.front().is_some_and(|f| f.index == index) {
+            seen.pop_front();
+        }
+        if seen.is_empty() {
+            self.fragments_pending.store(false, Ordering::Release);
+        }
+        hit
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A request in progress; dropped when its response body is done (or abandoned).
@@ -246,28 +294,42 @@ impl Body for TrackedBody {
     }
 }
 
-/// The connection's socket, reporting reads to its [`Activity`].
+/// The connection's socket, reporting reads to its [`Activity`] and HTTP/1 request targets
+/// with a fragment (found by [`Framing`]).
 pub(super) struct TrackedIo<T> {
     io: T,
     activity: Arc<Activity>,
+    framing: Framing,
 }
 
 impl<T> TrackedIo<T> {
     pub(super) fn new(io: T, activity: Arc<Activity>) -> Self {
-        Self { io, activity }
+        Self {
+            io,
+            activity,
+            framing: Framing::default(),
+        }
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if polled.is_ready() {
-            self.activity.on_read(&buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            let activity = &this.activity;
+            activity.on_read(read);
+            if activity.is_http2() {
+                this.framing.off();
+            } else {
+                this.framing.feed(read, &mut |f| activity.fragment_seen(f));
+            }
         }
         polled
     }
@@ -362,7 +424,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.open)
     }
 }
 
@@ -387,7 +449,7 @@ mod tests {
         a.on_read(b"POST / HT");
         assert!(!a.is_idle(), "a partial head is not idle");
         assert_eq!(a.deadline(&QUIET), Some(accepted + QUIET.header));
-        let req = a.start();
+        let (req, _) = a.start();
         assert_eq!(a.deadline(&QUIET), None, "busy");
         a.on_read(b"body bytes");
         tokio::time::advance(Duration::from_secs(20)).await;
@@ -428,7 +490,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let (_, newer) = registry.add();
         let (_, busy) = registry.add();
-        let _req = busy.start();
+        let (_req, _) = busy.start();
         tokio::time::advance(MIN_IDLE_TO_EVICT).await;
         assert!(registry.evict_longest_idle());
         assert!(old.evicted.load(Ordering::Acquire));
@@ -438,7 +500,7 @@ mod tests {
         assert!(!newer.evicted.load(Ordering::Acquire));
         let only_busy = Registry::new();
         let (_, b) = only_busy.add();
-        let _r = b.start();
+        let (_r, _) = b.start();
         let (_, fresh) = only_busy.add();
         assert!(
             !only_busy.evict_longest_idle(),
