@@ -193,6 +193,34 @@ async fn memory_stays_under_max_bytes() {
     assert!(c.entry_count().await > 0);
 }
 
+/// hyper hands out an upstream answer's body and header values as slices of the connection's
+/// read buffer (8 KiB); an entry must keep neither, or every cached answer pins a whole buffer.
+#[test]
+fn entries_do_not_keep_the_read_buffer_alive() {
+    let c = Cache::new(&cfg(), &tenants(), metrics());
+    let m = method(INFO);
+    let answer = body_expiring_in(3600);
+    for ct in ["application/json", "application/json; charset=utf-8"] {
+        let mut read_buf = bytes::BytesMut::with_capacity(8192);
+        read_buf.extend_from_slice(ct.as_bytes());
+        read_buf.extend_from_slice(&answer);
+        let header = HeaderValue::from_maybe_shared(read_buf.split_to(ct.len()).freeze())
+            .expect("header value");
+        let body = read_buf.split_to(answer.len()).freeze();
+        let e = c
+            .entry(m, http::StatusCode::OK, Some(&header), &body)
+            .expect("entry");
+        drop((header, body));
+        // The whole buffer can be reused only if nothing else refers to it any more.
+        assert!(
+            read_buf.try_reclaim(8192),
+            "the entry keeps the buffer ({ct})"
+        );
+        assert_eq!(e.body, answer);
+        assert_eq!(e.content_type.as_ref().expect("content type"), ct);
+    }
+}
+
 #[tokio::test]
 async fn purge_by_tenant_and_method() {
     let t = tenants();
