@@ -11,8 +11,9 @@
 # Scenarios (SCENARIOS, default all): base (forward and hit at CONNS), c256 (forward at
 # CONNS_HIGH), latency (forward with the mock answering LATENCY_MS late, LATENCY_CONNS
 # connections: the added p99), scale (gateway only: SCALE_TENANTS tenants, SCALE_ENTRIES
-# distinct cached entries, hit and forward spread over them), workers (the hit case with 1 and
-# then 2 workers, proxy and wrk spread over both cores).
+# distinct cached entries, hit and forward spread over them; then OVERFILL times as many more
+# distinct entries, past what the cache holds, for the RSS of a full, evicting cache), workers
+# (the hit case with 1 and then 2 workers, proxy and wrk spread over both cores).
 #
 # Environment (defaults in brackets):
 #   CONNS [32] connections, DURATION [10] seconds per measured run, WARMUP [2] seconds of
@@ -23,6 +24,8 @@
 #   the end] where profile mode keeps its perf.data files. QUICK [0]: 1 = DURATION 5, WARMUP 1,
 #   QUIET_WAIT 120 unless set. SCENARIOS ["base c256 latency scale workers"], CONNS_HIGH [256],
 #   LATENCY_MS [20], LATENCY_CONNS [8], SCALE_TENANTS [1000], SCALE_ENTRIES [100000],
+#   SCALE_MAX_BYTES [100663296 = 96 MiB: the scale case's cache max_bytes, room for
+#   SCALE_ENTRIES entries of ~0.9 KB as the cache weighs them], OVERFILL [3],
 #   BIN [target/release/etelecom-gateway], SKIP_BUILD [0] (1: measure BIN as it is).
 #
 # Installs what is missing from Debian (nginx, wrk; linux-perf for `profile`) when run as root,
@@ -58,10 +61,14 @@ LATENCY_MS=${LATENCY_MS:-20}
 LATENCY_CONNS=${LATENCY_CONNS:-8}
 SCALE_TENANTS=${SCALE_TENANTS:-1000}
 SCALE_ENTRIES=${SCALE_ENTRIES:-100000}
+SCALE_MAX_BYTES=${SCALE_MAX_BYTES:-100663296}
+OVERFILL=${OVERFILL:-3}
 # Per proxy start: the cores it runs on, its worker count, and the tenant count in its config.
 PROXY_CPUS=
 WORKERS=1
 TENANTS=3
+# Per gateway start: the cache's max_bytes (empty: the default, 64 MiB).
+MAX_BYTES=
 RUNS=${RUNS:-3}
 VARIANTS=${VARIANTS:-"gateway nginx gateway-nolog nginx-nolog"}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -222,6 +229,9 @@ listen = "127.0.0.1:0"
 id = "acme"
 api_key = { file = "acme.api" }
 EOF
+    if [[ -n $MAX_BYTES ]]; then
+        printf '\n[cache]\nmax_bytes = %d\n' "$MAX_BYTES" >>"$TMP/gateway/gateway.toml"
+    fi
     # More tenants (t1, t2, ...), all with acme's key, which the mock accepts.
     local t
     for ((t = 1; t < TENANTS; t++)); do
@@ -380,15 +390,15 @@ run_wrk() { # seconds path lua out: wrk's own CPU (user+sys seconds) goes to $4.
 field() { grep -o "$1=[0-9]*" <<<"$2" | cut -d= -f2; }
 
 # Lua that spreads requests over tenants t0..t<SCALE_TENANTS-1> ("t0" is acme) and, on the hit
-# path, over SCALE_ENTRIES distinct bodies: entry n goes to tenant n % SCALE_TENANTS.
-scale_lua() { # hit|forward
+# path, over `count` distinct bodies from entry `first` on: entry n goes to tenant n % SCALE_TENANTS.
+scale_lua() { # hit|forward [first [count]]
     cat <<EOF
 local n = 0
 request = function()
-  n = (n + 1) % $SCALE_ENTRIES
+  n = (n + 1) % ${3:-$SCALE_ENTRIES}
   local t = n % $SCALE_TENANTS
   local tenant = t == 0 and "acme" or ("t" .. t)
-  local body = "$1" == "hit" and ('{"extension_number":"' .. n .. '"}') or "{}"
+  local body = "$1" == "hit" and ('{"extension_number":"' .. (${2:-0} + n) .. '"}') or "{}"
   return wrk.format(nil, nil, {["Content-Type"] = "application/json", ["X-Tenant-Id"] = tenant}, body)
 end
 EOF
@@ -652,21 +662,40 @@ has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 # The variants of VARIANTS among those given.
 among() { local v; for v in "$@"; do [[ " $VARIANTS " == *" $v "* ]] && echo "$v"; done; }
 
-# Fills the gateway's cache with SCALE_ENTRIES distinct entries (one pass of scale-hit's keys;
-# the pass repeats as hits until the time is up).
-fill_cache() {
+# Fills the gateway's cache with `count` distinct entries from entry `first` on (one pass of
+# scale-hit's keys; the pass repeats as hits until the time is up).
+fill_cache() { # first count
+    local first=$1 count=$2
     case_setup scale-hit
-    wrk_script "$TMP/fill.lua" "$HIT_PATH" "$HIT_BODY" "$EXTRA_LUA"
+    wrk_script "$TMP/fill.lua" "$HIT_PATH" "$HIT_BODY" "$(scale_lua hit "$first" "$count")"
     mock_clear
-    local secs=$((SCALE_ENTRIES / 10000 + 2))
-    log "filling the cache: $SCALE_ENTRIES entries over $SCALE_TENANTS tenants (${secs}s)"
+    local secs=$((count / 10000 + 2))
+    log "filling the cache: $count entries (from $first) over $SCALE_TENANTS tenants (${secs}s)"
     local calls tries=0
     while :; do
         run_wrk "$secs" "$HIT_PATH" "$TMP/fill.lua" "$TMP/fill.out"
         calls=$(mock_count)
-        ((calls >= SCALE_ENTRIES)) && break
-        ((++tries < 10)) || die "cache fill: only $calls upstream calls for $SCALE_ENTRIES entries"
+        ((calls >= count)) && break
+        ((++tries < 10)) || die "cache fill: only $calls upstream calls for $count entries"
     done
+}
+
+# The gateway's cache gauges: "entries bytes".
+cache_gauges() {
+    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '$1 == "etelecom_gateway_cache_entries" {e = $2} $1 == "etelecom_gateway_cache_bytes" {b = $2} END {printf "%d %d\n", e, b}'
+}
+
+# After the scale runs: OVERFILL x SCALE_ENTRIES more distinct entries, past what max_bytes holds
+# (the cache evicts); then the RSS peak and what the cache holds: "variant hwm_mib entries bytes".
+OVERFILLED=()
+overfill() { # variant
+    local entries bytes
+    wait_quiet
+    fill_cache "$SCALE_ENTRIES" $((OVERFILL * SCALE_ENTRIES))
+    read -r entries bytes < <(cache_gauges)
+    OVERFILLED+=("$1 $(awk -v k="$(status_kb "$PROXY_PID" VmHWM)" 'BEGIN {printf "%.1f", k / 1024}') $entries $bytes")
+    log "$1 after $((OVERFILL * SCALE_ENTRIES)) more entries: peak RSS MiB, entries held, bytes weighed: ${OVERFILLED[-1]#* }"
 }
 
 for variant in $VARIANTS; do
@@ -691,14 +720,15 @@ done
 if has scale; then
     for variant in $(among gateway gateway-nolog); do
         wait_quiet
-        TENANTS=$SCALE_TENANTS
+        TENANTS=$SCALE_TENANTS MAX_BYTES=$SCALE_MAX_BYTES
         start_proxy "$variant"
-        log "$variant with $SCALE_TENANTS tenants on 127.0.0.1:$PORT"
-        fill_cache
+        log "$variant with $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, on 127.0.0.1:$PORT"
+        fill_cache 0 "$SCALE_ENTRIES"
         measure "$variant" scale-hit
         measure "$variant" scale-forward
+        overfill "$variant"
         stop "$PROXY_PID"
-        TENANTS=3
+        TENANTS=3 MAX_BYTES=
     done
 fi
 
@@ -752,7 +782,7 @@ med() { col "$1" "$2" "$3" | median; }
     echo "- Machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
     echo "- Versions: $GATEWAY_VERSION (release build); nginx $NGINX_VERSION; $WRK_VERSION"
     echo "- Command: \`QUICK=$QUICK CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" bash benches/compare/run.sh\`"
-    echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before; w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
+    echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before; overfill: then $((OVERFILL * SCALE_ENTRIES)) more distinct entries (the cache full and evicting); w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
     echo "- Load: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, POST with x-tenant-id: acme; wrk and the mock eTelecom on core $LOAD_CPU, the proxy on core $PROXY_CPU (taskset)"
     echo "- forward: \`$FORWARD_PATH\` \`$FORWARD_BODY\` (not cached, every request goes to the mock); hit: \`$HIT_PATH\` \`$HIT_BODY\` (served from the proxy's cache)"
     echo "- \`gateway\`: RUST_LOG=info, JSON access log appended to a file on tmpfs; \`gateway-nolog\`: RUST_LOG=warn. \`nginx\`: one worker, JSON access log (same fields) to a file on tmpfs, buffer=64k flush=200ms (the gateway batches alike); \`nginx-nolog\`: access_log off"
@@ -806,7 +836,13 @@ med() { col "$1" "$2" "$3" | median; }
         row "$g: hit CPU µs/request, $SCALE_TENANTS tenants and $SCALE_ENTRIES entries vs 3 tenants, 1 entry" "$(med "$g" scale-hit 7)" "$(med "$g" hit 7)" 1.1 le
         row "$g: forward CPU µs/request, $SCALE_TENANTS tenants vs 3" "$(med "$g" scale-forward 7)" "$(med "$g" forward 7)" 1.1 le
         hwm=$(col "$g" scale-hit 11 | sort -g | tail -1)
-        row "$g: peak RSS MiB at scale vs cache max_bytes (64) + 32 MiB" "$hwm" 96 1.0 le
+        bound=$((SCALE_MAX_BYTES / 1048576 + 32))
+        row "$g: peak RSS MiB at scale vs cache max_bytes ($((SCALE_MAX_BYTES / 1048576))) + 32 MiB" "$hwm" "$bound" 1.0 le
+        for o in "${OVERFILLED[@]}"; do
+            read -r ov ohwm oentries obytes <<<"$o"
+            [[ $ov == "$g" ]] || continue
+            row "$g: peak RSS MiB after $((OVERFILL * SCALE_ENTRIES)) more entries ($oentries held, $((obytes / 1048576)) MiB weighed) vs max_bytes + 32 MiB" "$ohwm" "$bound" 1.0 le
+        done
     done
     for v in $(among gateway-nolog nginx-nolog); do
         row "$v: hit requests/s, 2 workers vs 1 (cores 0-1 shared with wrk)" "$(med "$v" w2-hit 5)" "$(med "$v" w1-hit 5)" 1.8 ge

@@ -168,29 +168,48 @@ async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
     assert!(matches!(c.lookup(&key).await, Lookup::Absent));
 }
 
-#[tokio::test]
-async fn memory_stays_under_max_bytes() {
+/// A cache of `max_bytes` filled with `n` distinct entries of `body`.
+async fn filled(max_bytes: u64, n: usize, body: &Bytes) -> Cache {
     let mut cfg = cfg();
-    cfg.max_bytes = 64 * 1024;
+    cfg.max_bytes = max_bytes;
     let t = tenants();
     let c = Cache::new(&cfg, &t, metrics());
     let m = method(INFO);
-    let body = body_expiring_in(3600);
-    for i in 0..5_000 {
+    for i in 0..n {
         let key = c.key(
             Some(&t[0]),
             KeyClass::ApiKey,
             m,
             format!(r#"{{"extension_number":"{i}"}}"#).as_bytes(),
         );
-        let e = c
-            .entry(m, http::StatusCode::OK, None, &body)
-            .expect("entry");
+        let e = c.entry(m, http::StatusCode::OK, None, body).expect("entry");
         c.insert(key, e).await;
     }
+    c
+}
+
+#[tokio::test]
+async fn memory_stays_under_max_bytes() {
+    let c = filled(64 * 1024, 5_000, &body_expiring_in(3600)).await;
     let size = c.weighted_size().await;
-    assert!(size <= cfg.max_bytes, "{size}");
+    assert!(size <= 64 * 1024, "{size}");
     assert!(c.entry_count().await > 0);
+}
+
+/// `max_bytes` bounds real memory only if each entry is weighed at what it costs: its answer and
+/// request body plus, measured, well over 600 bytes of entry and moka bookkeeping.
+#[tokio::test]
+async fn entries_are_weighed_at_their_memory_cost() {
+    let body = body_expiring_in(3600);
+    let c = filled(1024 * 1024, 100, &body).await;
+    assert_eq!(c.entry_count().await, 100);
+    let per_entry = c.weighted_size().await / 100;
+    let request = br#"{"extension_number":"10"}"#.len() as u64;
+    assert!(
+        per_entry >= body.len() as u64 + request + 600,
+        "{per_entry} B per entry of a {} B answer",
+        body.len()
+    );
 }
 
 /// hyper hands out an upstream answer's body and header values as slices of the connection's
