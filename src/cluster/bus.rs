@@ -79,7 +79,8 @@ impl Invalidations {
                 tenant: tenant.map(str::to_owned),
                 path: method.path.to_string(),
             };
-            if let Err(f) = cluster.publish(&event).await {
+            // Boxed: keeps the Redis future out of every request's future (see the limiter).
+            if let Err(f) = Box::pin(cluster.publish(&event)).await {
                 tracing::warn!(
                     tenant = tenant.unwrap_or("-"),
                     method = &*method.label,

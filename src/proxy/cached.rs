@@ -10,7 +10,7 @@ use http_body_util::Full;
 use super::state::State;
 use super::{CacheStatus, Call, Forwarded, Gateway, respond};
 use crate::access_log::AccessLog;
-use crate::cache::{Cache, Entry, Lookup};
+use crate::cache::{Cache, CacheKey, Entry, Lookup};
 use crate::catalogue::Method;
 use crate::error::GatewayError;
 use crate::upstream::UpstreamResponse;
@@ -52,6 +52,10 @@ enum FillError {
 
 impl Gateway {
     /// Answers a cacheable read; `log.cache` says how.
+    ///
+    /// Only the lookup runs in this future: a hit is answered from it. The bypass and the fill
+    /// (an upstream call, moka's single-flight) are boxed, since their futures are large and
+    /// would otherwise make every request's future large (hyper moves it once per request).
     pub(super) async fn cached(
         &self,
         state: &State,
@@ -61,34 +65,64 @@ impl Gateway {
         caller: CallerCache,
         log: &mut AccessLog,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let tenant = call.cred.tenant.map(|t| &t.id);
         if caller != CallerCache::Default {
-            log.cache = Some(CacheStatus::Bypass);
-            let key = (caller == CallerCache::NoCache)
-                .then(|| cache.key(tenant, call.cred.key_class, method, &call.body));
-            let fwd = self.forward(state, call, log).await?;
-            if let Some(key) = key {
-                let up = &fwd.upstream;
-                if let Some(entry) = cache.entry(method, up.status, content_type(up), &up.body) {
-                    cache.insert(key, entry).await;
-                }
-            }
-            return Ok(respond(fwd));
+            return Box::pin(self.bypass(state, cache, method, call, caller, log)).await;
         }
-
+        let tenant = call.cred.tenant.map(|t| &t.id);
         let key = cache.key(tenant, call.cred.key_class, method, &call.body);
         let stale = match cache.lookup(&key).await {
             Lookup::Fresh(entry) => {
                 log.cache = Some(CacheStatus::Hit);
                 return Ok(respond_cached(&entry));
             }
-            // Taken out so that the fill below runs; put back if the fill fails.
-            Lookup::Stale(entry) => {
-                cache.remove(&key).await;
-                Some(entry)
-            }
+            Lookup::Stale(entry) => Some(entry),
             Lookup::Absent => None,
         };
+        Box::pin(self.fill(state, cache, method, call, key, stale, log)).await
+    }
+
+    /// `Cache-Control: no-cache` or `no-store` from the caller: no lookup; `no-cache`
+    /// refreshes the entry.
+    async fn bypass(
+        &self,
+        state: &State,
+        cache: &Cache,
+        method: &'static Method,
+        call: Call<'_>,
+        caller: CallerCache,
+        log: &mut AccessLog,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        let tenant = call.cred.tenant.map(|t| &t.id);
+        log.cache = Some(CacheStatus::Bypass);
+        let key = (caller == CallerCache::NoCache)
+            .then(|| cache.key(tenant, call.cred.key_class, method, &call.body));
+        let fwd = self.forward(state, call, log).await?;
+        if let Some(key) = key {
+            let up = &fwd.upstream;
+            if let Some(entry) = cache.entry(method, up.status, content_type(up), &up.body) {
+                cache.insert(key, entry).await;
+            }
+        }
+        Ok(respond(fwd))
+    }
+
+    /// A miss (or a stale entry): one upstream call shared by every request for `key`
+    /// (single-flight); stale-if-error when it fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill(
+        &self,
+        state: &State,
+        cache: &Cache,
+        method: &'static Method,
+        call: Call<'_>,
+        key: CacheKey,
+        stale: Option<Arc<Entry>>,
+        log: &mut AccessLog,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        if stale.is_some() {
+            // Taken out so that the fill below runs; put back if the fill fails.
+            cache.remove(&key).await;
+        }
         let mut filled_here: Option<Forwarded> = None;
         let fill = async {
             let fwd = self

@@ -47,7 +47,11 @@ impl Limiter {
     pub(crate) async fn acquire(&self, bucket: Bucket<'_>) -> Result<Decision, Unavailable> {
         match self {
             Self::Local(l) => Ok(l.acquire(bucket).await),
-            Self::Shared { local, cluster } => shared_acquire(local, cluster, bucket).await,
+            // Boxed: the Redis call's future is large, and every request's future would carry
+            // its size (and hyper moves that future once per request) in local mode too.
+            Self::Shared { local, cluster } => {
+                Box::pin(shared_acquire(local, cluster, bucket)).await
+            }
         }
     }
 
@@ -65,7 +69,7 @@ impl Limiter {
             .observe_upstream(bucket, status, headers, body)?;
         if let Self::Shared { cluster, .. } = self {
             // A failure is counted by the cluster; the local pause stands either way.
-            let _ = cluster.pause(bucket, pause.min(MAX_PAUSE)).await;
+            let _ = Box::pin(cluster.pause(bucket, pause.min(MAX_PAUSE))).await;
         }
         Some(pause)
     }
