@@ -20,6 +20,7 @@
 //!
 //! This module never calls eTelecom itself: the proxy hands it the fetch future.
 
+mod canonical;
 pub mod expiry;
 pub mod purge;
 
@@ -37,6 +38,7 @@ use crate::catalogue::{Catalogue, KeyClass, Method, MethodId};
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 
+pub use canonical::canonical;
 pub use purge::PurgeScope;
 
 /// Fleet mode: while other gateways' invalidations may be missed, the longest an entry is
@@ -364,56 +366,6 @@ fn sms_business_error(method: &Method, body: &[u8]) -> bool {
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.starts_with('-'))
         })
-}
-
-/// The canonical form of a JSON body: object keys sorted, no whitespace. Bodies that differ
-/// only in key order or spacing get the same key. The body was validated as a JSON object
-/// before; should parsing fail anyway, the raw bytes are used (still correct, just less shared).
-pub fn canonical(body: &[u8]) -> Box<[u8]> {
-    if body == b"{}" {
-        return Box::from(&b"{}"[..]);
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => {
-            let mut out = Vec::with_capacity(body.len());
-            write_canonical(&v, &mut out);
-            out.into_boxed_slice()
-        }
-        Err(_) => Box::from(body),
-    }
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Writing a string or a scalar into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                write_canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,10 @@ impl Framing {
 
     /// Reads a header line for the body's framing; `None`: one the framing cannot follow.
     fn header(&mut self, line: &[u8], cut: bool) -> Option<()> {
+        // Most lines are neither, and are passed on their first byte.
+        if !matches!(line.first().map(u8::to_ascii_lowercase), Some(b'c' | b't')) {
+            return Some(());
+        }
         let colon = memchr(b':', line)?;
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
