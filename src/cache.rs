@@ -125,7 +125,8 @@ impl moka::Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
 pub struct Cache {
     store: moka::future::Cache<CacheKey, Arc<Entry>>,
     /// Per tenant ("" for the partner), one generation per catalogue method.
-    generations: HashMap<Arc<str>, Box<[AtomicU64]>>,
+    /// One entry per configured tenant, fixed when the cache is built (a fast seeded hash).
+    generations: HashMap<Arc<str>, Box<[AtomicU64]>, foldhash::fast::RandomState>,
     cfg: CacheConfig,
     metrics: Arc<Metrics>,
     /// Set while invalidations from other gateways may be missed (fleet mode only).
@@ -140,7 +141,7 @@ impl Cache {
     ) -> Self {
         let methods = Catalogue::get().methods().len();
         let counters = || (0..methods).map(|_| AtomicU64::new(0)).collect();
-        let mut generations: HashMap<Arc<str>, Box<[AtomicU64]>> = tenants
+        let mut generations: HashMap<Arc<str>, Box<[AtomicU64]>, _> = tenants
             .into_iter()
             .map(|t| (t.clone(), counters()))
             .collect();

@@ -158,7 +158,9 @@ pub struct Method {
 #[derive(Debug)]
 pub struct Catalogue {
     methods: Vec<Method>,
-    by_path: HashMap<Box<str>, MethodId>,
+    /// Built once from the catalogue; looked up by callers' paths, never grown by them, so a
+    /// fast seeded hash is enough.
+    by_path: HashMap<Box<str>, MethodId, foldhash::fast::RandomState>,
     /// Every secret field name of the catalogue except the method-scoped ones: masked in every
     /// logged body, whatever the method (unknown methods included).
     global_secrets: Vec<Box<str>>,
@@ -196,7 +198,7 @@ impl Catalogue {
                 }
             }
         }
-        let mut by_path = HashMap::new();
+        let mut by_path = HashMap::default();
         for (i, e) in raw.iter().enumerate() {
             let id = MethodId(u16::try_from(i).map_err(|_| "too many methods")?);
             if by_path

@@ -162,9 +162,11 @@ pub async fn serve<H: Handler>(
             // Set once the gateway closes the connection: by then it must be gone.
             let mut closing: Option<tokio::time::Instant> = None;
             let mut drained = false;
+            // One timer for the connection's life, moved only when it fires (see
+            // `Activity::next_check`): requests never touch it.
+            let check = tokio::time::sleep_until(activity.next_check(&quiet));
+            let mut check = std::pin::pin!(check);
             loop {
-                // While a request runs there is no deadline: `idle` wakes us when it ends.
-                let wake = activity.deadline(&quiet);
                 tokio::select! {
                     ended = conn.as_mut() => {
                         if let Err(e) = ended {
@@ -172,12 +174,13 @@ pub async fn serve<H: Handler>(
                         }
                         break;
                     }
-                    () = activity.idle.notified() => {}
-                    () = sleep_until(wake), if closing.is_none() => {
+                    () = check.as_mut(), if closing.is_none() => {
                         if let Some(why) = activity.expired(&quiet) {
                             tracing::debug!(%peer, reason = why.as_str(), "closing connection");
                             conn.as_mut().graceful_shutdown();
                             closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        } else {
+                            check.as_mut().reset(activity.next_check(&quiet));
                         }
                     }
                     () = activity.evict.notified(), if closing.is_none() => {

@@ -19,7 +19,9 @@ use crate::inject::Secret;
 /// The registry built from a config.
 #[derive(Debug)]
 pub struct Tenants {
-    by_id: HashMap<Arc<str>, TenantConfig>,
+    /// Built from the config; looked up by the tenant header, never grown by it, so a fast
+    /// seeded hash is enough.
+    by_id: HashMap<Arc<str>, TenantConfig, foldhash::fast::RandomState>,
     default: Option<Arc<str>>,
     partner: Option<PartnerConfig>,
     header: HeaderName,

@@ -6,8 +6,10 @@
 //!   busy-but-incomplete (a head that never completes is cut off by the header timeout);
 //! - [`InFlight`] (a service call): from the moment a request head is complete until its response
 //!   body has been written (or dropped), the connection is busy;
-//! - the connection task, which sleeps until [`Activity::deadline`] and then asks
-//!   [`Activity::expired`] whether the connection really stayed quiet.
+//! - the connection task, which sleeps until [`Activity::next_check`] and then asks
+//!   [`Activity::expired`] whether the connection really stayed quiet. Requests never wake it:
+//!   the check is lazy (at most one wake-up per header timeout while a request runs), so a
+//!   request costs no timer or notification of its own.
 //!
 //! "Idle" (NGINX calls such connections reusable) means: no request in progress and no byte of
 //! the next request head read. Only idle connections are closed to make room at the cap
@@ -92,8 +94,6 @@ pub(super) struct Activity {
     evicted: AtomicBool,
     /// Wakes the connection's task when it is chosen.
     pub(super) evict: Notify,
-    /// Wakes the connection's task when its last request ends (its deadline moves).
-    pub(super) idle: Notify,
     /// Requests handed to the service so far (the next one's index).
     started: AtomicU64,
     /// HTTP/1 request heads read with a `#fragment` in their target, not yet handed over;
@@ -114,7 +114,6 @@ impl Activity {
             protocol: AtomicU8::new(UNKNOWN),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
-            idle: Notify::new(),
             started: AtomicU64::new(0),
             fragments: Mutex::default(),
             fragments_pending: AtomicBool::new(false),
@@ -138,10 +137,18 @@ impl Activity {
     }
 
     /// When the connection is to be closed if nothing happens meanwhile; `None` while a
-    /// request is in progress (then the body and upstream timeouts apply; [`Activity::idle`]
-    /// wakes the task when it ends).
+    /// request is in progress (then the body and upstream timeouts apply).
     pub(super) fn deadline(&self, quiet: &Quiet) -> Option<Instant> {
         self.due(quiet).map(|(at, _)| at)
+    }
+
+    /// When the connection's task should look again: its deadline, and no later than the
+    /// shorter of the two timeouts from now. The deadline moves without the task being told
+    /// (a request starts or ends, a head begins), but never to less than one of those timeouts
+    /// after the move: so no deadline is missed, and each is met exactly.
+    pub(super) fn next_check(&self, quiet: &Quiet) -> Instant {
+        let soon = Instant::now() + quiet.header.min(quiet.keepalive);
+        self.deadline(quiet).map_or(soon, |at| at.min(soon))
     }
 
     /// Whether the connection has stayed quiet past its deadline (and why).
@@ -252,9 +259,7 @@ impl Drop for InFlight {
         let a = &self.0;
         a.served.store(true, Ordering::Release);
         a.idle_since.store(a.now_ms(), Ordering::Release);
-        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.idle.notify_one();
-        }
+        a.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -451,6 +456,11 @@ mod tests {
         assert_eq!(a.deadline(&QUIET), Some(accepted + QUIET.header));
         let (req, _) = a.start();
         assert_eq!(a.deadline(&QUIET), None, "busy");
+        assert_eq!(
+            a.next_check(&QUIET),
+            Instant::now() + QUIET.header,
+            "a busy connection is looked at again within the shorter timeout"
+        );
         a.on_read(b"body bytes");
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(
@@ -462,6 +472,7 @@ mod tests {
         let done = Instant::now();
         assert!(a.is_idle());
         assert_eq!(a.deadline(&QUIET), Some(done + QUIET.keepalive));
+        assert_eq!(a.next_check(&QUIET), done + QUIET.header);
         tokio::time::advance(Duration::from_secs(5)).await;
         a.on_read(b"P");
         assert_eq!(
