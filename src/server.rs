@@ -4,7 +4,7 @@
 //!
 //! Protection against callers that hold connections without using them:
 //! - a header timeout that starts at accept (a silent connection is closed), and for each later
-//!   request at its first byte (hyper's own header timeout backs it up);
+//!   request at its first byte;
 //! - a keep-alive timeout for a connection with no request in progress (HTTP/1.1 between
 //!   requests, HTTP/2 with no open stream), and HTTP/2 PINGs that close a dead peer;
 //! - a cap on open connections that idle ones cannot monopolise: at the cap, the next caller is
@@ -103,7 +103,10 @@ pub async fn serve<H: Handler>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The connection task enforces the header timeout (from accept, and from a later
+        // head's first byte) with one timer per connection; hyper's own would arm a timer for
+        // every request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
