@@ -102,7 +102,7 @@ impl AccessLog {
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or("-"),
-            peer = %self.peer,
+            peer = PeerText::new(self.peer).as_str(),
             tenant = self.tenant.as_deref().unwrap_or("-"),
             method = self.method,
             key_class = self.key_class.map_or("-", KeyClass::as_str),
@@ -121,9 +121,94 @@ impl AccessLog {
     }
 }
 
+/// A peer address as `SocketAddr`'s `Display` writes it, built without `fmt` for IPv4 (every
+/// access line has one).
+struct PeerText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl PeerText {
+    fn new(peer: SocketAddr) -> Self {
+        let mut t = Self {
+            buf: [0; 64],
+            len: 0,
+        };
+        match peer {
+            SocketAddr::V4(v4) => {
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    t.number(octet.into());
+                }
+                t.push(b':');
+                t.number(v4.port());
+            }
+            SocketAddr::V6(v6) => {
+                // Always fits: "[" + 39 + "%" + 10 + "]:" + 5 bytes.
+                let _ = std::fmt::Write::write_fmt(&mut t, format_args!("{v6}"));
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn number(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            self.push(d);
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII was written (digits, dots, colons, brackets, hex and a scope id).
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+}
+
+impl std::fmt::Write for PeerText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        s.bytes().for_each(|b| self.push(b));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_written_as_display_writes_them() {
+        for peer in [
+            "127.0.0.1:80",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.4:5060",
+            "[::1]:8080",
+            "[fe80::1%4294967295]:65535",
+            "[2001:db8::ff00:42:8329]:443",
+        ] {
+            let addr: SocketAddr = peer.parse().expect("address");
+            assert_eq!(PeerText::new(addr).as_str(), addr.to_string(), "{peer}");
+        }
+    }
 
     #[test]
     fn caller_ids_are_kept_when_sane_and_replaced_otherwise() {

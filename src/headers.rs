@@ -10,8 +10,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The fixed hop-by-hop set. `Proxy-Connection` and `Keep-Alive` are not in RFC 9110's list but
-/// are sent by old clients with that meaning.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// are sent by old clients with that meaning. (`static`, not `const`: a `const` array of names
+/// would be built and dropped at every use, on every request.)
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -28,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// be talked into another method or path than the one the gateway routed.
 /// (The caller's `Authorization`, `Host` and `Content-Type` never go upstream either:
 /// [`to_upstream`] replaces or removes them.)
-const NEVER_UPSTREAM: [HeaderName; 9] = [
+static NEVER_UPSTREAM: [HeaderName; 9] = [
     header::COOKIE,
     header::CONTENT_LENGTH,
     header::ACCEPT_ENCODING,

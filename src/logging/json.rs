@@ -28,21 +28,30 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // The line is built in a `String` (its writes inline) and handed over in one write:
+        // `Writer` would make each of the ~100 small writes a dynamic call.
         let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        line.push_str("{\"timestamp\":\"");
+        write_timestamp(&mut line, SystemTime::now())?;
+        line.push_str("\",\"level\":\"");
+        line.push_str(meta.level().as_str());
+        line.push('"');
         let mut fields = Fields {
-            out: &mut writer,
+            out: &mut line,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_str(&mut writer, meta.target())?;
-        writer.write_str("}\n")
+        line.push_str(",\"target\":");
+        write_str(&mut line, meta.target())?;
+        line.push_str("}\n");
+        writer.write_str(&line)
     }
 }
+
+/// Room for an access line without growing.
+const LINE_CAPACITY: usize = 512;
 
 /// Writes each field as `,"name":value`.
 struct Fields<'a, W: Write> {
@@ -55,7 +64,9 @@ impl<W: Write> Fields<'_, W> {
         if self.result.is_ok() {
             self.result = (|| {
                 self.out.write_str(",\"")?;
-                Escaped(&mut *self.out).write_str(field.name())?;
+                // Field names are identifiers or dotted literals written in source code:
+                // nothing in them needs escaping.
+                self.out.write_str(field.name())?;
                 self.out.write_str("\":")?;
                 value(self.out)
             })();
@@ -86,13 +97,7 @@ impl<W: Write> Visit for Fields<'_, W> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |w| {
-            if value.is_finite() {
-                write!(w, "{value}")
-            } else {
-                w.write_str("null")
-            }
-        });
+        self.field(field, |w| write_f64(w, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -110,6 +115,40 @@ impl<W: Write> Visit for Fields<'_, W> {
             w.write_char('"')
         });
     }
+}
+
+/// A JSON number as `{value}` writes it, without `fmt` for values with at most three
+/// decimals below 2^40 / 1000 (durations in milliseconds to the microsecond, up to ~12 days);
+/// `null` when not finite.
+fn write_f64<W: Write>(w: &mut W, value: f64) -> fmt::Result {
+    if !value.is_finite() {
+        return w.write_str("null");
+    }
+    let thousandths = value.abs() * 1000.0;
+    // Exact: the double nearest `n / 1000` prints as `n / 1000` with trailing zeros dropped.
+    // Below 2^40 thousandths, doubles are far closer together than 0.001, so no shorter
+    // decimal names the same double.
+    if thousandths < (1u64 << 40) as f64 && thousandths.fract() == 0.0 && value != 0.0 {
+        let n = thousandths as u64;
+        if (n as f64) / 1000.0 == value.abs() {
+            if value < 0.0 {
+                w.write_char('-')?;
+            }
+            write_u64(w, n / 1000, 1)?;
+            let mut frac = n % 1000;
+            if frac > 0 {
+                let mut width = 3;
+                while frac % 10 == 0 {
+                    frac /= 10;
+                    width -= 1;
+                }
+                w.write_char('.')?;
+                write_u64(w, frac, width)?;
+            }
+            return Ok(());
+        }
+    }
+    write!(w, "{value}")
 }
 
 /// A JSON string literal.
@@ -138,8 +177,12 @@ fn write_u64<W: Write>(w: &mut W, mut v: u64, width: usize) -> fmt::Result {
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Most values (ids, names, numbers) need no escaping: one scan, one copy.
-        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Most values (ids, names, numbers) need no escaping: one scan, one copy. The scan has
+        // no early exit so that it compiles to vector instructions.
+        let special = s.bytes().fold(false, |any, b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if !special {
             return self.0.write_str(s);
         }
         let mut plain = 0;
@@ -165,10 +208,35 @@ impl<W: Write> Write for Escaped<'_, W> {
     }
 }
 
-/// `2026-11-26T23:03:31.704962Z`
+/// `2026-11-26T23:03:31.704962Z`. The part up to the seconds is formatted once per second
+/// and thread.
 fn write_timestamp<W: Write>(w: &mut W, now: SystemTime) -> fmt::Result {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    let cached = SECOND.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return Ok(false);
+        };
+        if c.0 != secs {
+            c.1.clear();
+            write_second(&mut c.1, secs)?;
+            c.0 = secs;
+        }
+        w.write_str(&c.1).map(|()| true)
+    })?;
+    if !cached {
+        write_second(w, secs)?;
+    }
+    write_u64(w, since.subsec_micros().into(), 6)?;
+    w.write_str("Z")
+}
+
+/// `2026-11-26T23:03:31.`
+fn write_second<W: Write>(w: &mut W, secs: u64) -> fmt::Result {
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     let parts = [
@@ -178,7 +246,6 @@ fn write_timestamp<W: Write>(w: &mut W, now: SystemTime) -> fmt::Result {
         (rem / 3600, 2, ":"),
         (rem % 3600 / 60, 2, ":"),
         (rem % 60, 2, "."),
-        (since.subsec_micros().into(), 6, "Z"),
     ];
     for (v, width, sep) in parts {
         write_u64(w, v, width)?;
@@ -236,6 +303,46 @@ mod tests {
         assert_eq!(w(7, 4), "0007");
         assert_eq!(w(1234, 2), "1234");
         assert_eq!(w(u64::MAX, 1), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        let f = |v: f64| {
+            let mut s = String::new();
+            write_f64(&mut s, v).expect("write");
+            s
+        };
+        for micros in [
+            0u64,
+            1,
+            10,
+            100,
+            568,
+            1000,
+            1500,
+            2_000_000,
+            123_456_789,
+            999_999_999_999,
+        ] {
+            let v = micros as f64 / 1000.0;
+            assert_eq!(f(v), format!("{v}"), "{micros} µs");
+            assert_eq!(f(-v), format!("{}", -v), "-{micros} µs");
+        }
+        for v in [0.1 + 0.2, 1.0 / 3.0, 1e300, 5e-324, 0.0005] {
+            assert_eq!(f(v), format!("{v}"));
+        }
+        assert_eq!(f(f64::NAN), "null");
+        assert_eq!(f(f64::INFINITY), "null");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn durations_are_written_as_display_writes_them(micros in 0u64..(1 << 42), scale in 0u32..4) {
+            let v = micros as f64 / 10f64.powi(scale as i32 + 1);
+            let mut s = String::new();
+            write_f64(&mut s, v).expect("write");
+            proptest::prop_assert_eq!(s, format!("{v}"));
+        }
     }
 
     #[test]
