@@ -157,7 +157,7 @@ impl<'a> Scan<'a> {
             return None;
         }
         let start = self.i + 1;
-        let len = memchr::memchr3(b'"', b'\\', b'\n', &s[start..])?;
+        let len = memchr::memchr2(b'"', b'\\', &s[start..])?;
         let content = &s[start..start + len];
         if s[start + len] != b'"' || content.iter().any(|&b| b < 0x20) {
             return None;
@@ -168,7 +168,6 @@ impl<'a> Scan<'a> {
     }
 
     fn integer(&mut self) -> bool {
-        let start = self.i;
         let negative = self.eat(b'-');
         let digits = self.i;
         while matches!(self.peek(), Some(b'0'..=b'9')) {
@@ -182,7 +181,6 @@ impl<'a> Scan<'a> {
             && !leading_zero
             && !minus_zero
             && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))
-            && self.i > start
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
