@@ -26,7 +26,8 @@
 #   LATENCY_MS [20], LATENCY_CONNS [8], SCALE_TENANTS [1000], SCALE_ENTRIES [100000],
 #   SCALE_MAX_BYTES [100663296 = 96 MiB: the scale case's cache max_bytes, room for
 #   SCALE_ENTRIES entries of ~0.9 KB as the cache weighs them], OVERFILL [3],
-#   BIN [target/release/etelecom-gateway], SKIP_BUILD [0] (1: measure BIN as it is).
+#   INTERLEAVE [1] and POOL_IDLE [256] (see below), BIN [target/release/etelecom-gateway],
+#   SKIP_BUILD [0] (1: measure BIN as it is).
 #
 # Installs what is missing from Debian (nginx, wrk; linux-perf for `profile`) when run as root,
 # builds with `cargo build --release --locked`, and cleans up every process and file it started
@@ -70,6 +71,16 @@ TENANTS=3
 # Per gateway start: the cache's max_bytes (empty: the default, 64 MiB).
 MAX_BYTES=
 RUNS=${RUNS:-3}
+# INTERLEAVE [1]: the base, c256, latency and workers runs go round by round (every variant's
+# run 1, then every variant's run 2, ...), each round with its own proxy start and warm-up, so
+# that a slow drift of the machine (a neighbour on the host, its caches) falls on every proxy
+# alike instead of on whichever ran last. 0: each variant's RUNS runs back to back.
+INTERLEAVE=${INTERLEAVE:-1}
+# POOL_IDLE [256 = CONNS_HIGH]: idle upstream connections kept, by both proxies (the gateway's
+# upstream.pool_max_idle_per_host, NGINX's keepalive). Smaller than the connection count, both
+# proxies close and reopen upstream connections all the time and the c256 case measures
+# connect(2) and the kernel's search for a free port among TIME_WAIT sockets, not proxying.
+POOL_IDLE=${POOL_IDLE:-256}
 VARIANTS=${VARIANTS:-"gateway nginx gateway-nolog nginx-nolog"}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -216,6 +227,7 @@ listen = "127.0.0.1:$PORT"
 
 [upstream]
 base_url = "http://127.0.0.1:$MOCK_PORT"
+pool_max_idle_per_host = $POOL_IDLE
 
 # Never limit during the benchmark.
 [rate_limit]
@@ -269,7 +281,7 @@ start_nginx() { # on|off: access log
     done >"$TMP/nginx/tenants.map"
     sed -e "s|@DIR@|$TMP|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" -e "s|@NGINX_PORT@|$PORT|g" \
         -e "s|@ACME_API_KEY@|$ACME_API_KEY|g" -e "s|@ACCESS_LOG@|$access|g" \
-        -e "s|@WORKERS@|$WORKERS|g" \
+        -e "s|@WORKERS@|$WORKERS|g" -e "s|@KEEPALIVE@|$POOL_IDLE|g" \
         "$HERE/nginx.conf.template" >"$TMP/nginx/nginx.conf"
     "$NGINX" -t -q -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" ||
         die "nginx -t refused the generated config"
@@ -443,7 +455,8 @@ measure() { # variant case
     log "$variant $case: warm-up ${WARMUP}s"
     run_wrk "$WARMUP" "$path" "$lua" "$out"
     local retries=0
-    for ((r = 1; r <= RUNS; r++)); do
+    local runs=${RUNS_NOW:-$RUNS} first_run=${RUN_BASE:-0}
+    for ((r = 1; r <= runs; r++)); do
         mock_clear
         # Both proxies batch their access lines (at most 200 ms late): let the previous run's
         # last batch land before the log is emptied for this one.
@@ -535,7 +548,7 @@ measure() { # variant case
         busy_load=$(awk -v a="$c1" -v b="$c1b" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2])}')
         # variant case run requests rps cpu_s us_per_req p50_ms p99_ms rss hwm pss upstream
         # bytes_per_resp core_proxy% core_load% procs rss_each other%
-        awk -v v="$variant" -v c="$case" -v r="$r" -v n="$reqs" -v d="$dur_us" -v t="$cpu_ticks" \
+        awk -v v="$variant" -v c="$case" -v r="$((first_run + r))" -v n="$reqs" -v d="$dur_us" -v t="$cpu_ticks" \
             -v hz="$HZ" -v p50="$p50" -v p99="$p99" -v rss="$rss" -v hwm="$hwm" -v pss="$pss" \
             -v up="$upstream" -v by="$bytes" -v bp="$busy_proxy" -v bl="$busy_load" -v np="${#pids[@]}" -v each="$each" -v other="$other" \
             'BEGIN {
@@ -698,23 +711,31 @@ overfill() { # variant
     log "$1 after $((OVERFILL * SCALE_ENTRIES)) more entries: peak RSS MiB, entries held, bytes weighed: ${OVERFILLED[-1]#* }"
 }
 
-for variant in $VARIANTS; do
-    [[ $MODE == profile ]] || has base || has c256 || has latency || continue
-    wait_quiet
-    start_proxy "$variant"
-    log "$variant on 127.0.0.1:$PORT (core $PROXY_CPU), pids $(proxy_pids | paste -sd' ' -)"
-    if [[ $MODE == profile ]]; then
-        profile_variant "$variant"
-    else
-        if has base; then
-            measure "$variant" forward
-            measure "$variant" hit
+# Rounds: with INTERLEAVE=1, RUNS rounds of one run per variant and case; else one round of RUNS.
+ROUNDS=1 RUNS_NOW=$RUNS
+if [[ $INTERLEAVE == 1 && $MODE != profile ]]; then ROUNDS=$RUNS RUNS_NOW=1; fi
+for ((round = 0; round < ROUNDS; round++)); do
+    RUN_BASE=$round
+    ((ROUNDS == 1)) || log "round $((round + 1)) of $ROUNDS"
+    for variant in $VARIANTS; do
+        [[ $MODE == profile ]] || has base || has c256 || has latency || continue
+        wait_quiet
+        start_proxy "$variant"
+        log "$variant on 127.0.0.1:$PORT (core $PROXY_CPU), pids $(proxy_pids | paste -sd' ' -)"
+        if [[ $MODE == profile ]]; then
+            profile_variant "$variant"
+        else
+            if has base; then
+                measure "$variant" forward
+                measure "$variant" hit
+            fi
+            if has c256; then measure "$variant" forward-c256; fi
+            if has latency; then measure "$variant" latency; fi
         fi
-        if has c256; then measure "$variant" forward-c256; fi
-        if has latency; then measure "$variant" latency; fi
-    fi
-    stop "$PROXY_PID"
+        stop "$PROXY_PID"
+    done
 done
+RUN_BASE=0
 [[ $MODE == profile ]] && exit 0
 
 if has scale; then
@@ -724,8 +745,8 @@ if has scale; then
         start_proxy "$variant"
         log "$variant with $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, on 127.0.0.1:$PORT"
         fill_cache 0 "$SCALE_ENTRIES"
-        measure "$variant" scale-hit
-        measure "$variant" scale-forward
+        RUNS_NOW=$RUNS measure "$variant" scale-hit
+        RUNS_NOW=$RUNS measure "$variant" scale-forward
         overfill "$variant"
         stop "$PROXY_PID"
         TENANTS=3 MAX_BYTES=
@@ -735,18 +756,21 @@ fi
 if has workers; then
     # Proxy and wrk (2 threads) spread over both cores: with 1 worker the proxy can use one core
     # and wrk the other; with 2 workers they share both.
-    for variant in $(among gateway-nolog nginx-nolog); do
-        for WORKERS in 1 2; do
-            wait_quiet
-            PROXY_CPUS=0,1 LOAD_CPUS=0,1 WRK_THREADS=2
-            start_proxy "$variant"
-            log "$variant with $WORKERS worker(s) on cores 0,1"
-            measure "$variant" "w$WORKERS-hit"
-            stop "$PROXY_PID"
-            PROXY_CPUS= LOAD_CPUS= WRK_THREADS=1
+    for ((round = 0; round < ROUNDS; round++)); do
+        RUN_BASE=$round
+        for variant in $(among gateway-nolog nginx-nolog); do
+            for WORKERS in 1 2; do
+                wait_quiet
+                PROXY_CPUS=0,1 LOAD_CPUS=0,1 WRK_THREADS=2
+                start_proxy "$variant"
+                log "$variant with $WORKERS worker(s) on cores 0,1"
+                measure "$variant" "w$WORKERS-hit"
+                stop "$PROXY_PID"
+                PROXY_CPUS= LOAD_CPUS= WRK_THREADS=1
+            done
         done
     done
-    WORKERS=1
+    RUN_BASE=0 WORKERS=1
 fi
 
 # --- report ------------------------------------------------------------------------------------
@@ -781,7 +805,7 @@ med() { col "$1" "$2" "$3" | median; }
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- Machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
     echo "- Versions: $GATEWAY_VERSION (release build); nginx $NGINX_VERSION; $WRK_VERSION"
-    echo "- Command: \`QUICK=$QUICK CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" bash benches/compare/run.sh\`"
+    echo "- Command: \`QUICK=$QUICK CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS INTERLEAVE=$INTERLEAVE POOL_IDLE=$POOL_IDLE SCENARIOS=\"$SCENARIOS\" bash benches/compare/run.sh\`"
     echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before; overfill: then $((OVERFILL * SCALE_ENTRIES)) more distinct entries (the cache full and evicting); w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
     echo "- Load: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, POST with x-tenant-id: acme; wrk and the mock eTelecom on core $LOAD_CPU, the proxy on core $PROXY_CPU (taskset)"
     echo "- forward: \`$FORWARD_PATH\` \`$FORWARD_BODY\` (not cached, every request goes to the mock); hit: \`$HIT_PATH\` \`$HIT_BODY\` (served from the proxy's cache)"
