@@ -27,6 +27,10 @@
 //! header is built once per policy and cloned (a reference-count increment).
 
 use std::collections::HashMap;
+
+/// The hasher of the maps looked up per request, keyed by configured tenant ids (never caller
+/// input that is not a configured tenant): foldhash, as the tenant table, instead of SipHash.
+type FastHash = foldhash::fast::RandomState;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,7 +291,7 @@ struct SmsOverride<C: Clock> {
 /// Running pauses: deadline per credential.
 struct Pauses<I> {
     /// `[api_key, shop_key, sms]`.
-    tenants: HashMap<Arc<str>, [Option<I>; 3]>,
+    tenants: HashMap<Arc<str>, [Option<I>; 3], FastHash>,
     partner: Option<I>,
 }
 
@@ -340,8 +344,8 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
     clock: C,
     default: Keyed<C>,
     default_policy: Applied,
-    overrides: HashMap<Arc<str>, TenantOverride<C>>,
-    sms_overrides: HashMap<Arc<str>, SmsOverride<C>>,
+    overrides: HashMap<Arc<str>, TenantOverride<C>, FastHash>,
+    sms_overrides: HashMap<Arc<str>, SmsOverride<C>, FastHash>,
     partner: Direct<C>,
     partner_policy: Applied,
     mode: Mode,
@@ -422,7 +426,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
             enforce: settings.enforce,
             upstream_backoff: settings.upstream_backoff,
             pauses: Mutex::new(Pauses {
-                tenants: HashMap::new(),
+                tenants: HashMap::default(),
                 partner: None,
             }),
             any_paused: AtomicBool::new(false),

@@ -10,7 +10,7 @@ fn cfg() -> CacheConfig {
         safety_margin: Duration::from_secs(5),
         max_bytes: 1024 * 1024,
         stale_if_error: Duration::ZERO,
-        fixed_ttl: HashMap::new(),
+        fixed_ttl: HashMap::default(),
     }
 }
 

@@ -31,7 +31,7 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub stale_if_error: Duration,
     /// Read methods without `expires_at` given a fixed TTL, by catalogue entry (both path twins).
-    pub fixed_ttl: HashMap<MethodId, Duration>,
+    pub fixed_ttl: HashMap<MethodId, Duration, foldhash::fast::RandomState>,
 }
 
 pub const DEFAULT_RATE: RatePolicy = RatePolicy::new(
@@ -118,7 +118,7 @@ impl Parser<'_> {
         let safety_margin = Duration::from_secs(s.take_or(self, "safety_margin_secs", 5));
         let max_bytes = s.positive(self, "max_bytes", 64 * 1024 * 1024);
         let stale_if_error = Duration::from_secs(s.take_or(self, "stale_if_error_secs", 0));
-        let mut fixed_ttl = HashMap::new();
+        let mut fixed_ttl = HashMap::default();
         if let Some(mut methods) = s.optional_table(self, "methods") {
             let names: Vec<String> = methods.table.keys().cloned().collect();
             for name in names {
