@@ -4,8 +4,9 @@
 //!
 //! Each label set hashes as one `u64`, a foldhash fingerprint of its values: prometheus-client's
 //! `Family` keeps its series in a std `HashMap` (SipHash, not configurable), and SipHash over
-//! every label string was ~2k instructions of a cache hit's ~29k. The fingerprint is a function of
-//! the values alone, so equal label sets hash equally (what `Eq` needs); the values are closed
+//! every label string cost ~600 more instructions per cache hit (of ~29k) than one `u64`. The
+//! fingerprint is a function of the values alone, so equal label sets hash equally (what `Eq`
+//! needs; a field left out of the list below would only add collisions); the values are closed
 //! sets and configured tenant ids, so there is no caller-chosen input to collide.
 
 use std::hash::{BuildHasher, Hash, Hasher};
