@@ -92,30 +92,106 @@ impl AccessLog {
         }
     }
 
-    /// Emits the access-log event.
+    /// Emits the access-log event: in the JSON format written straight into the log buffer
+    /// ([`crate::logging::write_direct`], the same bytes as the `tracing` event gives; a test
+    /// holds the two to that), otherwise as the event.
     pub fn emit(&self, status: StatusCode, bytes_out: usize) {
-        let elapsed = self.started.elapsed();
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let line = self.line(status, bytes_out);
+        if !crate::logging::write_direct("request", "access", |json| line.write_json(json)) {
+            line.emit_event();
+        }
+    }
+
+    fn line(&self, status: StatusCode, bytes_out: usize) -> Line<'_> {
         let (error_code, error) = match &self.error {
             Some((code, detail)) => (*code, detail.as_str()),
             None => ("", ""),
         };
-        tracing::info!(
-            target: "access",
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            peer = PeerText::new(self.peer).as_str(),
-            tenant = self.tenant.as_deref().unwrap_or("-"),
-            method = self.method,
-            key_class = self.key_class.map_or("-", KeyClass::as_str),
-            status = status.as_u16(),
-            upstream_status = self.upstream_status.map_or(0, |s| s.as_u16()),
-            cache = self.cache.map_or("-", CacheStatus::as_str),
-            source = if self.error.is_none() { "upstream" } else { "gateway" },
+        Line {
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            peer: PeerText::new(self.peer),
+            tenant: self.tenant.as_deref().unwrap_or("-"),
+            method: self.method,
+            key_class: self.key_class.map_or("-", KeyClass::as_str),
+            status: status.as_u16(),
+            upstream_status: self.upstream_status.map_or(0, |s| s.as_u16()),
+            cache: self.cache.map_or("-", CacheStatus::as_str),
+            source: if self.error.is_none() {
+                "upstream"
+            } else {
+                "gateway"
+            },
             // Whole microseconds: `0.568`, not `0.5676140000000001`.
-            duration_ms = elapsed.as_micros() as f64 / 1000.0,
-            bytes_in = self.bytes_in,
+            duration_ms: self.started.elapsed().as_micros() as f64 / 1000.0,
+            bytes_in: self.bytes_in,
             bytes_out,
             error_code,
             error,
+        }
+    }
+}
+
+/// One access line's values, written either way.
+struct Line<'a> {
+    request_id: &'a str,
+    peer: PeerText,
+    tenant: &'a str,
+    method: &'static str,
+    key_class: &'static str,
+    status: u16,
+    upstream_status: u16,
+    cache: &'static str,
+    source: &'static str,
+    duration_ms: f64,
+    bytes_in: usize,
+    bytes_out: usize,
+    error_code: &'static str,
+    error: &'a str,
+}
+
+impl Line<'_> {
+    /// The values from closed sets (and the peer address, digits and punctuation) go in
+    /// unscanned; the caller's request id, the tenant and the error text are escaped.
+    fn write_json(&self, json: &mut crate::logging::JsonLine<'_>) {
+        json.str(crate::json_key!("request_id"), self.request_id)
+            .plain(crate::json_key!("peer"), self.peer.as_str())
+            .str(crate::json_key!("tenant"), self.tenant)
+            .plain(crate::json_key!("method"), self.method)
+            .plain(crate::json_key!("key_class"), self.key_class)
+            .u64(crate::json_key!("status"), self.status.into())
+            .u64(
+                crate::json_key!("upstream_status"),
+                self.upstream_status.into(),
+            )
+            .plain(crate::json_key!("cache"), self.cache)
+            .plain(crate::json_key!("source"), self.source)
+            .f64(crate::json_key!("duration_ms"), self.duration_ms)
+            .u64(crate::json_key!("bytes_in"), self.bytes_in as u64)
+            .u64(crate::json_key!("bytes_out"), self.bytes_out as u64)
+            .plain(crate::json_key!("error_code"), self.error_code)
+            .str(crate::json_key!("error"), self.error);
+    }
+
+    fn emit_event(&self) {
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id,
+            peer = self.peer.as_str(),
+            tenant = self.tenant,
+            method = self.method,
+            key_class = self.key_class,
+            status = self.status,
+            upstream_status = self.upstream_status,
+            cache = self.cache,
+            source = self.source,
+            duration_ms = self.duration_ms,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            error_code = self.error_code,
+            error = self.error,
             "request"
         );
     }
@@ -207,6 +283,41 @@ mod tests {
         ] {
             let addr: SocketAddr = peer.parse().expect("address");
             assert_eq!(PeerText::new(addr).as_str(), addr.to_string(), "{peer}");
+        }
+    }
+
+    /// Everything after the timestamp (the two lines are written microseconds apart).
+    fn after_timestamp(line: &str) -> &str {
+        let at = line
+            .find("\",\"level\"")
+            .expect("a level after the timestamp");
+        &line[at..]
+    }
+
+    #[test]
+    fn the_direct_line_is_the_tracing_events_line() {
+        let peer: SocketAddr = "10.1.2.3:40000".parse().expect("address");
+        let mut log = AccessLog::new(peer, HeaderValue::from_static("req-\"1\""));
+        log.method = "shop.Etelecom/GetExtensionInfo";
+        log.tenant = Some("acme".into());
+        log.key_class = Some(KeyClass::ApiKey);
+        log.upstream_status = Some(StatusCode::BAD_GATEWAY);
+        log.bytes_in = 27;
+        log.cache = Some(CacheStatus::Miss);
+        log.error = Some(("upstream_error", "upstream said \"no\"\n".to_owned()));
+        for log in [log, AccessLog::new(peer, HeaderValue::from_static("r"))] {
+            let line = log.line(StatusCode::BAD_GATEWAY, 123);
+            let event = crate::logging::json_events(|| line.emit_event());
+            let mut direct = String::new();
+            let mut json =
+                crate::logging::JsonLine::start(&mut direct, tracing::Level::INFO, "request");
+            line.write_json(&mut json);
+            json.finish("access");
+            assert_eq!(after_timestamp(&direct), after_timestamp(&event));
+            assert_eq!(direct.len(), event.len(), "{direct}\n{event}");
+            let v: serde_json::Value = serde_json::from_str(&direct).expect("JSON");
+            assert_eq!(v["status"], 502);
+            assert_eq!(v["peer"], "10.1.2.3:40000");
         }
     }
 

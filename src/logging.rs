@@ -12,6 +12,7 @@
 mod json;
 mod writer;
 
+pub use json::Line as JsonLine;
 pub use writer::{FlushGuard, flush};
 
 use std::io::IsTerminal;
@@ -76,11 +77,72 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer::Buffered::new(writer));
-    let result = match format {
-        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+    match format {
+        LogFormat::Json => {
+            builder
+                .event_format(json::JsonLines)
+                .try_init()
+                .map_err(|e| e.to_string())?;
+            writer::enable_direct();
+            Ok(())
+        }
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .try_init()
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Writes one INFO line with `message` and target `target` straight into the log buffer, its
+/// fields written by `fill`, when the installed format is JSON (what [`json::JsonLines`] would
+/// write for the same event, without `tracing`'s dispatch and per-field dynamic calls). Returns
+/// false otherwise: the caller then emits the event through `tracing`. The caller checks that
+/// the target is enabled (`tracing::enabled!`).
+pub fn write_direct(message: &str, target: &str, fill: impl FnOnce(&mut JsonLine<'_>)) -> bool {
+    if !writer::direct() {
+        return false;
+    }
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let write = |out: &mut String| {
+        let mut line = JsonLine::start(out, tracing::Level::INFO, message);
+        fill(&mut line);
+        line.finish(target);
+        writer::append_access(out.as_bytes())
     };
-    result.map_err(|e| e.to_string())
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut out) => write(&mut out),
+        Err(_) => write(&mut String::new()),
+    })
+}
+
+/// What the JSON formatter writes for the events `f` emits (for tests that compare a
+/// [`write_direct`] line with its `tracing` event).
+#[cfg(test)]
+pub(crate) fn json_events(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex, PoisonError};
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .event_format(json::JsonLines)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let out = capture.0.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

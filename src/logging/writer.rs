@@ -26,8 +26,14 @@ const ACCESS_TARGET: &str = "access";
 /// Where every installed writer can be flushed from (there is one per process).
 static INSTALLED: OnceLock<Weak<dyn Flush>> = OnceLock::new();
 
+/// The same writer once its subscriber is the global one and writes JSON: access lines built
+/// without `tracing` ([`append_access`]) go into its buffer.
+static DIRECT: OnceLock<Weak<dyn Flush>> = OnceLock::new();
+
 trait Flush: Send + Sync {
     fn flush_buffer(&self);
+    /// Appends one access line, as an access event's write does.
+    fn append_access(&self, line: &[u8]);
 }
 
 /// A [`MakeWriter`] that buffers access lines in front of `W`.
@@ -65,6 +71,14 @@ where
     fn flush_buffer(&self) {
         let mut buf = self.lock();
         self.drain(&mut buf);
+    }
+
+    fn append_access(&self, line: &[u8]) {
+        let mut buf = self.lock();
+        buf.extend_from_slice(line);
+        if buf.len() >= BUFFER_BYTES {
+            self.drain(&mut buf);
+        }
     }
 }
 
@@ -104,6 +118,31 @@ where
     #[cfg(test)]
     fn flush(&self) {
         self.shared.flush_buffer();
+    }
+}
+
+/// Lets [`append_access`] write into the installed writer's buffer (`logging::init_with` calls
+/// it once the JSON subscriber is the global one).
+pub fn enable_direct() {
+    if let Some(w) = INSTALLED.get() {
+        let _ = DIRECT.set(w.clone());
+    }
+}
+
+/// Whether [`enable_direct`] was called.
+pub fn direct() -> bool {
+    DIRECT.get().is_some()
+}
+
+/// Appends one access line to the installed writer's buffer; false when direct writes are not
+/// enabled (or the writer is gone).
+pub fn append_access(line: &[u8]) -> bool {
+    match DIRECT.get().and_then(Weak::upgrade) {
+        Some(s) => {
+            s.append_access(line);
+            true
+        }
+        None => false,
     }
 }
 
