@@ -54,6 +54,16 @@ where
         self.buf.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Appends `bytes`; writes the buffer out unless they are a buffered access line and it
+    /// is not yet full.
+    fn append(&self, bytes: &[u8], buffered: bool) {
+        let mut buf = self.lock();
+        buf.extend_from_slice(bytes);
+        if !buffered || buf.len() >= BUFFER_BYTES {
+            self.drain(&mut buf);
+        }
+    }
+
     /// Writes out what `buf` holds (the lock is held, so lines keep their order).
     fn drain(&self, buf: &mut Vec<u8>) {
         if !buf.is_empty() {
@@ -74,11 +84,7 @@ where
     }
 
     fn append_access(&self, line: &[u8]) {
-        let mut buf = self.lock();
-        buf.extend_from_slice(line);
-        if buf.len() >= BUFFER_BYTES {
-            self.drain(&mut buf);
-        }
+        self.append(line, true);
     }
 }
 
@@ -187,11 +193,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut buf = self.shared.lock();
-        buf.extend_from_slice(bytes);
-        if !self.buffered || buf.len() >= BUFFER_BYTES {
-            self.shared.drain(&mut buf);
-        }
+        self.shared.append(bytes, self.buffered);
         Ok(bytes.len())
     }
 
@@ -304,6 +306,17 @@ mod tests {
         assert!(sink.writes().is_empty(), "{:?}", sink.writes());
         w.flush();
         assert_eq!(sink.writes(), ["a1\na2\n"]);
+    }
+
+    #[test]
+    fn direct_access_lines_share_the_buffer_and_its_order() {
+        let sink = Sink::default();
+        let w = Buffered::new(sink.clone());
+        event(&w, true, "a1\n");
+        w.shared.append_access(b"d1\n");
+        assert!(sink.writes().is_empty(), "{:?}", sink.writes());
+        event(&w, false, "warn\n");
+        assert_eq!(sink.writes(), ["a1\nd1\nwarn\n"]);
     }
 
     #[test]
