@@ -1,11 +1,13 @@
 //! The connection to eTelecom: requests over a gateway-owned connection [`pool`] (hyper-rustls
-//! connector; HTTP/1.1 driven from the caller's task, HTTP/2 by ALPN), their timeouts, and the
-//! classification of what can go wrong on the way.
+//! connector; HTTP/1.1 with the gateway's own codec, [`h1`], driven from the caller's task;
+//! HTTP/2 by ALPN through hyper), their timeouts, and the classification of what can go wrong on
+//! the way.
 //!
 //! The whole exchange, response headers and body, runs under `timeout`: a stalled upstream turns
 //! into a 504, never a hung caller. Bodies are read whole (eTelecom answers small JSON documents)
 //! under `max_response_bytes`.
 
+mod h1;
 mod pool;
 
 use std::sync::Arc;
@@ -13,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Version, request};
-use http_body_util::{Full, LengthLimitError};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request};
+use http_body_util::LengthLimitError;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -108,19 +110,18 @@ impl Upstream {
     /// and the body.
     pub async fn send(
         &self,
-        mut parts: request::Parts,
+        parts: request::Parts,
         path: &str,
         tenant_header: &HeaderName,
         bearer: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let path = self.path(path)?;
-        parts.method = http::Method::POST;
-        parts.version = Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
-        headers::to_upstream(&mut parts.headers, tenant_header, bearer, &self.host);
-        let req = Request::from_parts(parts, Full::new(body));
-        let exchange = self.pool.exchange(req, path, self.max_response_bytes);
+        let mut headers = parts.headers;
+        headers::to_upstream(&mut headers, tenant_header, bearer, &self.host);
+        let exchange = self
+            .pool
+            .exchange(headers, body, path, self.max_response_bytes);
         let (mut head, body) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result.map_err(classify)?,
             Err(_) => return Err(UpstreamError::Timeout),
@@ -181,6 +182,8 @@ fn classify(f: Failure) -> UpstreamError {
     let kind = match &f {
         Failure::Connect(e) => classify_kind(&**e, true),
         Failure::Exchange(e) => classify_kind(e, false),
+        Failure::H1(h1::Error::TooLarge) => return UpstreamError::ResponseTooLarge,
+        Failure::H1(e) => classify_kind(e, false),
         Failure::Body(e) if e.is::<LengthLimitError>() => return UpstreamError::ResponseTooLarge,
         Failure::Body(e) => {
             tracing::warn!(error = %chain(&**e), "upstream response body failed");
@@ -191,6 +194,7 @@ fn classify(f: Failure) -> UpstreamError {
     let error: &(dyn std::error::Error + 'static) = match &f {
         Failure::Connect(e) | Failure::Body(e) => &**e,
         Failure::Exchange(e) => e,
+        Failure::H1(e) => e,
         Failure::Uri(e) => e,
     };
     tracing::warn!(error = %chain(error), kind = kind.kind(), "upstream request failed");

@@ -2,37 +2,40 @@
 //! connections driven from the caller's task, or one shared HTTP/2 connection when TLS
 //! negotiated `h2` by ALPN.
 //!
-//! HTTP/1.1 connections have no task of their own: the request's task polls the connection
-//! (`hyper::client::conn::http1`) together with the response and its body, so a forwarded call
-//! costs no hand-off to another task and no extra wake-up (NGINX's model). Between calls an idle
-//! connection sits in the pool unpolled; checking it out polls it once with a no-op waker, which
-//! notices a peer that closed it (tokio keeps the socket's readiness, so this costs no system
-//! call when nothing arrived). A request that a reused connection could not even start sending
-//! is retried once per idle connection, then on a new one, as hyper-util's client did.
-//! Connections idle longer than `pool_idle_timeout` are closed at checkout, check-in and
-//! [`Pool::close_expired`]; at most `pool_max_idle_per_host` stay idle.
+//! HTTP/1.1 connections have no task of their own: the request's task writes the request and
+//! reads the response with the gateway's own codec ([`super::h1`]), so a forwarded call costs no
+//! hand-off to another task and no extra wake-up (NGINX's model). Between calls an idle
+//! connection sits in the pool unread; checking it out polls a read once with a no-op waker,
+//! which notices a peer that closed it (tokio keeps the socket's readiness, so this costs no
+//! system call when nothing arrived). A request that could not be written whole on a reused
+//! connection is sent again, once per idle connection, then on a new one: the peer cannot have
+//! acted on half a request. Connections idle longer than `pool_idle_timeout` are closed at
+//! checkout, check-in and [`Pool::close_expired`]; at most `pool_max_idle_per_host` stay idle.
 //!
 //! An HTTP/2 connection multiplexes every call, so it keeps hyper's own connection task.
 
 use std::error::Error as StdError;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri, response};
+use http::{HeaderMap, Method, Request, Uri, response};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+use super::h1;
+
+/// The stream under an HTTP/1.1 connection, with tokio's I/O traits.
+type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
 type ReqBody = Full<Bytes>;
 pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -41,34 +44,39 @@ pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(super) enum Failure {
     /// Opening the connection (DNS, TCP, TLS).
     Connect(BoxError),
-    /// The HTTP exchange (handshake, request, response head).
+    /// The HTTP/2 exchange (handshake, request, response head).
     Exchange(hyper::Error),
+    /// The HTTP/1.1 exchange, body included.
+    H1(h1::Error),
     /// Reading the response body, including going over the size limit.
     Body(BoxError),
     /// The request path does not make a valid absolute URI with the origin (HTTP/2).
     Uri(http::Error),
 }
 
-/// One idle or busy HTTP/1.1 connection: its request sender and the connection itself (boxed
-/// wherever it goes: with a TLS stream inside it is kilobytes, which futures would copy).
+/// One idle or busy HTTP/1.1 connection (boxed wherever it goes: with a TLS stream inside it
+/// is kilobytes, which futures would copy).
 struct H1 {
-    send: http1::SendRequest<ReqBody>,
-    conn: http1::Connection<Io, ReqBody>,
+    conn: h1::Conn<Io>,
     idle_since: Instant,
 }
 
 impl H1 {
-    /// Whether an idle connection can take a request: not closed by the peer (polled once with
-    /// a no-op waker, so nothing is registered on anyone's behalf) and not expired.
+    /// Whether an idle connection can take a request: not expired, and not closed by the peer
+    /// nor sent anything unasked (one read polled with a no-op waker: nothing is registered on
+    /// anyone's behalf, and a pending read is the healthy answer).
     fn usable(&mut self, now: Instant, idle_timeout: Duration) -> bool {
-        if now.saturating_duration_since(self.idle_since) >= idle_timeout {
+        if now.saturating_duration_since(self.idle_since) >= idle_timeout || self.conn.has_unread()
+        {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.conn).poll(&mut cx) {
-            Poll::Ready(_) => false,
-            Poll::Pending => self.send.is_ready(),
-        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(self.conn.io_mut()).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
     }
 }
 
@@ -79,8 +87,8 @@ enum Fresh {
 
 /// Why an exchange on an HTTP/1.1 connection failed.
 enum H1Failure {
-    /// The request was never sent: it can go on another connection.
-    Unsent(Box<Request<ReqBody>>, hyper::Error),
+    /// The request did not get through whole on a reused connection: it can go on another.
+    Unsent(h1::Error),
     Failed(Failure),
 }
 
@@ -125,33 +133,33 @@ impl Pool {
         })
     }
 
-    /// One request and its whole response body (at most `limit` bytes).
+    /// One `POST` of `body` to `path` with `headers` (already those for upstream), and its
+    /// whole response body (at most `limit` bytes).
     pub(super) async fn exchange(
         &self,
-        mut req: Request<ReqBody>,
+        headers: HeaderMap,
+        body: Bytes,
         path: PathAndQuery,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), Failure> {
         if let Some(h2) = self.shared_h2() {
-            return self.h2_exchange(h2, req, path, limit).await;
+            return self.h2_exchange(h2, headers, body, path, limit).await;
         }
         loop {
             let (conn, reused) = match self.checkout() {
                 Some(c) => (c, true),
                 None => match Box::pin(self.connect()).await? {
                     Fresh::H1(c) => (c, false),
-                    Fresh::H2(h2) => return self.h2_exchange(h2, req, path, limit).await,
+                    Fresh::H2(h2) => return self.h2_exchange(h2, headers, body, path, limit).await,
                 },
             };
-            *req.uri_mut() = Uri::from(path.clone());
-            match self.h1_exchange(conn, req, limit).await {
+            match self
+                .h1_exchange(conn, reused, &path, &headers, &body, limit)
+                .await
+            {
                 Ok(done) => return Ok(done),
-                Err(H1Failure::Unsent(unsent, e)) => {
-                    if !reused {
-                        return Err(Failure::Exchange(e));
-                    }
+                Err(H1Failure::Unsent(e)) => {
                     tracing::debug!(error = %e, "pooled upstream connection was closed; retrying");
-                    req = *unsent;
                 }
                 Err(H1Failure::Failed(f)) => return Err(f),
             }
@@ -235,67 +243,45 @@ impl Pool {
             *lock(&self.h2) = Some(send.clone());
             Ok(Fresh::H2(send))
         } else {
-            let (send, conn) = http1::handshake(io).await.map_err(Failure::Exchange)?;
             Ok(Fresh::H1(Box::new(H1 {
-                send,
-                conn,
+                conn: h1::Conn::new(TokioIo::new(io)),
                 idle_since: Instant::now(),
             })))
         }
     }
 
-    /// Sends on an HTTP/1.1 connection, driving it from this task until the response body is
-    /// read and the connection is idle again; then returns it to the pool.
+    /// Sends on an HTTP/1.1 connection and reads the whole response; then returns the
+    /// connection to the pool if it can carry another request.
     async fn h1_exchange(
         &self,
         mut c: Box<H1>,
-        req: Request<ReqBody>,
+        reused: bool,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        body: &Bytes,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), H1Failure> {
-        let mut open = true;
-        let head = {
-            let mut sent = pin!(c.send.try_send_request(req));
-            poll_fn(|cx| {
-                drive(&mut c.conn, &mut open, cx);
-                sent.as_mut().poll(cx)
-            })
+        match c.conn.send(path.as_str(), headers, body).await {
+            Ok(()) => {}
+            Err(e) if reused => return Err(H1Failure::Unsent(e)),
+            Err(e) => return Err(H1Failure::Failed(Failure::H1(e))),
+        }
+        let resp = c
+            .conn
+            .receive(limit)
             .await
-        };
-        let (head, body) = match head {
-            Ok(resp) => resp.into_parts(),
-            Err(mut e) => {
-                return Err(match e.take_message() {
-                    Some(req) => H1Failure::Unsent(Box::new(req), e.into_error()),
-                    None => H1Failure::Failed(Failure::Exchange(e.into_error())),
-                });
-            }
-        };
-        let body = {
-            let mut collect = pin!(Limited::new(body, limit).collect());
-            poll_fn(|cx| {
-                drive(&mut c.conn, &mut open, cx);
-                collect.as_mut().poll(cx)
-            })
-            .await
-            .map_err(|e| H1Failure::Failed(Failure::Body(e)))?
-            .to_bytes()
-        };
-        // One more turn lets the connection finish the message and ask for the next request.
-        poll_fn(|cx| {
-            drive(&mut c.conn, &mut open, cx);
-            Poll::Ready(())
-        })
-        .await;
-        if open && c.send.is_ready() {
+            .map_err(|e| H1Failure::Failed(Failure::H1(e)))?;
+        if resp.reusable {
             self.checkin(c);
         }
-        Ok((head, body))
+        Ok((resp.head, resp.body))
     }
 
     async fn h2_exchange(
         &self,
         mut send: http2::SendRequest<ReqBody>,
-        mut req: Request<ReqBody>,
+        headers: HeaderMap,
+        body: Bytes,
         path: PathAndQuery,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), Failure> {
@@ -303,7 +289,10 @@ impl Pool {
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
         uri.path_and_query = Some(path);
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
         *req.uri_mut() = Uri::from_parts(uri).map_err(|e| Failure::Uri(e.into()))?;
+        *req.headers_mut() = headers;
         let resp = send.send_request(req).await.map_err(Failure::Exchange)?;
         let (head, body) = resp.into_parts();
         let body = Limited::new(body, limit)
@@ -312,18 +301,6 @@ impl Pool {
             .map_err(Failure::Body)?
             .to_bytes();
         Ok((head, body))
-    }
-}
-
-/// Polls the connection unless it already finished; a finished connection is not reused.
-fn drive(conn: &mut http1::Connection<Io, ReqBody>, open: &mut bool, cx: &mut Context<'_>) {
-    if *open {
-        if let Poll::Ready(result) = Pin::new(conn).poll(cx) {
-            *open = false;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        }
     }
 }
 
