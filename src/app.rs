@@ -159,12 +159,12 @@ impl Handler for Gateway {
         self.metrics().connection()
     }
 
-    async fn call(
+    fn call(
         &self,
         req: http::Request<hyper::body::Incoming>,
         peer: std::net::SocketAddr,
-    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        self.handle(req, peer).await
+    ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
+        self.handle(req, peer)
     }
 }
 
