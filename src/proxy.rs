@@ -10,6 +10,8 @@
 
 mod cached;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
