@@ -10,36 +10,48 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The fixed hop-by-hop set. `Proxy-Connection` and `Keep-Alive` are not in RFC 9110's list but
-/// are sent by old clients with that meaning. (`static`, not `const`: a `const` array of names
-/// would be built and dropped at every use, on every request.)
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// are sent by old clients with that meaning. A `match` on the (always lower-case) name: a
+/// length test per arm and at most a few byte compares, where a slice of `HeaderName`s costs a
+/// `HeaderName` comparison per entry, for every header of every request and response.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Caller headers that never go upstream, besides the hop-by-hop set and the tenant header.
 /// The method- and URL-override headers are dropped so that no server behind the gateway can
 /// be talked into another method or path than the one the gateway routed.
 /// (The caller's `Authorization`, `Host` and `Content-Type` never go upstream either:
 /// [`to_upstream`] replaces or removes them.)
-static NEVER_UPSTREAM: [HeaderName; 9] = [
-    header::COOKIE,
-    header::CONTENT_LENGTH,
-    header::ACCEPT_ENCODING,
-    header::EXPECT,
-    header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
+fn never_upstream(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "cookie"
+            | "content-length"
+            | "accept-encoding"
+            | "expect"
+            | "forwarded"
+            | "x-real-ip"
+            | "x-http-method-override"
+            | "x-original-url"
+            | "x-rewrite-url"
+    )
+}
+
+/// How many headers the gateway adds to an upstream answer on its way to the caller
+/// (`RateLimit-Policy`, `RateLimit`, `X-Request-Id`, `X-Cache`): a response's header map is
+/// built with this much room, so that adding them never regrows it.
+pub const ADDED_TO_RESPONSE: usize = 4;
 
 /// The names listed in `Connection` (which must not be forwarded either).
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -58,7 +70,7 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Removes the hop-by-hop set and every header that `Connection` names. One pass over the
 /// names present, then one removal per header found (most maps have none of them).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+    remove_where(headers, is_hop_by_hop);
 }
 
 /// Removes every header that `Connection` names and every one `drop` selects.
@@ -83,8 +95,8 @@ pub fn to_upstream(
     host: &HeaderValue,
 ) {
     remove_where(headers, |name| {
-        HOP_BY_HOP.contains(name)
-            || NEVER_UPSTREAM.contains(name)
+        is_hop_by_hop(name)
+            || never_upstream(name)
             || name == tenant_header
             || name.as_str().starts_with("x-forwarded-")
             || (bearer.is_none() && name == header::AUTHORIZATION)

@@ -339,7 +339,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         Some(0) => Version::HTTP_10,
         _ => return Err(Error::Invalid("bad HTTP version")),
     };
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(count + crate::headers::ADDED_TO_RESPONSE);
     for f in &*fields {
         let (name, value) = (range(f.name), range(f.value));
         let name =

@@ -318,3 +318,24 @@ fn lengths_are_plain_digits() {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_response_map_has_room_for_what_the_gateway_adds() {
+    let r = ok(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndate: x\r\nserver: y\r\n\
+          x-a: 1\r\nx-b: 2\r\ncontent-length: 2\r\n\r\n{}",
+        false,
+    )
+    .await;
+    let mut headers = r.head.headers;
+    let room = headers.capacity();
+    for name in ["ratelimit-policy", "ratelimit", "x-request-id", "x-cache"] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
+    }
+    assert_eq!(crate::headers::ADDED_TO_RESPONSE, 4);
+    assert_eq!(
+        headers.capacity(),
+        room,
+        "adding the gateway's headers regrew the map"
+    );
+}
