@@ -272,7 +272,7 @@ impl Decision {
 type Mw = StateInformationMiddleware;
 type Direct<C> = governor::RateLimiter<NotKeyed, InMemoryState, C, Mw>;
 type TenantKey = (Arc<str>, KeyClass);
-type Keyed<C> = governor::RateLimiter<TenantKey, DashMapStateStore<TenantKey>, C, Mw>;
+type Keyed<C> = governor::RateLimiter<TenantKey, DashMapStateStore<TenantKey, FastHash>, C, Mw>;
 
 /// A tenant with its own policy: one bucket per key class.
 struct TenantOverride<C: Clock> {

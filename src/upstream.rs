@@ -10,11 +10,12 @@
 mod h1;
 mod pool;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::Scheme;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request};
 use http_body_util::LengthLimitError;
 use hyper_rustls::HttpsConnectorBuilder;
@@ -116,12 +117,12 @@ impl Upstream {
         bearer: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let path = self.path(path)?;
+        let path = self.path(path);
         let mut headers = parts.headers;
         headers::to_upstream(&mut headers, tenant_header, bearer, &self.host);
         let exchange = self
             .pool
-            .exchange(headers, body, path, self.max_response_bytes);
+            .exchange(headers, body, &path, self.max_response_bytes);
         let (mut head, body) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result.map_err(classify)?,
             Err(_) => return Err(UpstreamError::Timeout),
@@ -140,14 +141,15 @@ impl Upstream {
         self.pool.close_expired();
     }
 
-    /// The path sent upstream: the base URL's path prefix and the call's path.
-    fn path(&self, path: &str) -> Result<PathAndQuery, UpstreamError> {
-        if self.path_prefix.is_empty() {
-            PathAndQuery::try_from(path)
-        } else {
-            PathAndQuery::try_from(format!("{}{path}", self.path_prefix))
+    /// The path sent upstream: the base URL's path prefix and the call's path. Both are valid
+    /// already (the prefix was checked with the config, the call's path by the request parser),
+    /// so nothing is validated or copied again when there is no prefix.
+    fn path<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        match (self.path_prefix.is_empty(), path.is_empty()) {
+            (true, false) => Cow::Borrowed(path),
+            (true, true) => Cow::Borrowed("/"),
+            (false, _) => Cow::Owned(format!("{}{path}", self.path_prefix)),
         }
-        .map_err(|_| UpstreamError::Protocol)
     }
 }
 
@@ -295,7 +297,24 @@ mod tests {
     fn base_url_path_prefix_is_joined() {
         let u = Upstream::new(&upstream_cfg("base_url = \"https://sandbox.example/api/\""))
             .expect("client");
-        let path = u.path("/v1/shop.Misc/CurrentAccount").expect("path");
-        assert_eq!(path.as_str(), "/api/v1/shop.Misc/CurrentAccount");
+        let path = u.path("/v1/shop.Misc/CurrentAccount");
+        assert_eq!(path, "/api/v1/shop.Misc/CurrentAccount");
+    }
+
+    #[test]
+    fn without_a_prefix_the_callers_path_is_sent_as_it_is_never_copied() {
+        let u = Upstream::new(&upstream_cfg("base_url = \"https://sandbox.example/\""))
+            .expect("client");
+        let call = "/v1/shop.Misc/CurrentAccount";
+        let sent = u.path(call);
+        assert!(
+            matches!(sent, Cow::Borrowed(p) if std::ptr::eq(p, call)),
+            "{sent:?}"
+        );
+        assert_eq!(
+            u.path(""),
+            "/",
+            "an empty path is never a request line without a target"
+        );
     }
 }

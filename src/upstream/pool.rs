@@ -139,7 +139,7 @@ impl Pool {
         &self,
         headers: HeaderMap,
         body: Bytes,
-        path: PathAndQuery,
+        path: &str,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), Failure> {
         if let Some(h2) = self.shared_h2() {
@@ -154,7 +154,7 @@ impl Pool {
                 },
             };
             match self
-                .h1_exchange(conn, reused, &path, &headers, &body, limit)
+                .h1_exchange(conn, reused, path, &headers, &body, limit)
                 .await
             {
                 Ok(done) => return Ok(done),
@@ -256,12 +256,12 @@ impl Pool {
         &self,
         mut c: Box<H1>,
         reused: bool,
-        path: &PathAndQuery,
+        path: &str,
         headers: &HeaderMap,
         body: &Bytes,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), H1Failure> {
-        match c.conn.send(path.as_str(), headers, body).await {
+        match c.conn.send(path, headers, body).await {
             Ok(()) => {}
             Err(e) if reused => return Err(H1Failure::Unsent(e)),
             Err(e) => return Err(H1Failure::Failed(Failure::H1(e))),
@@ -282,9 +282,10 @@ impl Pool {
         mut send: http2::SendRequest<ReqBody>,
         headers: HeaderMap,
         body: Bytes,
-        path: PathAndQuery,
+        path: &str,
         limit: usize,
     ) -> Result<(response::Parts, Bytes), Failure> {
+        let path = PathAndQuery::try_from(path).map_err(|e| Failure::Uri(e.into()))?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());

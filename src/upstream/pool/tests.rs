@@ -110,12 +110,7 @@ fn pool(o: &Origin, max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
 /// One call; returns the number of the origin's connection that answered it.
 async fn call(p: &Pool) -> u64 {
     let (head, body) = p
-        .exchange(
-            HeaderMap::new(),
-            Bytes::from_static(b"{}"),
-            PathAndQuery::from_static("/v1/x"),
-            1024,
-        )
+        .exchange(HeaderMap::new(), Bytes::from_static(b"{}"), "/v1/x", 1024)
         .await
         .expect("exchange");
     assert_eq!(head.status, 200);
@@ -206,12 +201,7 @@ fn the_exchange_future_stays_small() {
         .unwrap();
     let o = rt.block_on(origin(false));
     let p = rt.block_on(async { pool(&o, 1, MINUTE) });
-    let fut = p.exchange(
-        HeaderMap::new(),
-        Bytes::new(),
-        PathAndQuery::from_static("/"),
-        1,
-    );
+    let fut = p.exchange(HeaderMap::new(), Bytes::new(), "/", 1);
     assert!(
         std::mem::size_of_val(&fut) < 2048,
         "{}",
