@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::catalogue::KeyClass;
+use crate::metrics::MethodMetric;
 use crate::proxy::CacheStatus;
 
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -67,7 +68,8 @@ pub struct AccessLog {
     pub started: Instant,
     pub peer: SocketAddr,
     pub request_id: HeaderValue,
-    pub method: &'static str,
+    /// The route's method: `-` until routed.
+    pub method: MethodMetric,
     pub tenant: Option<Arc<str>>,
     pub key_class: Option<KeyClass>,
     pub upstream_status: Option<StatusCode>,
@@ -82,7 +84,7 @@ impl AccessLog {
             started: Instant::now(),
             peer,
             request_id,
-            method: "-",
+            method: MethodMetric::UNROUTED,
             tenant: None,
             key_class: None,
             upstream_status: None,
@@ -114,7 +116,7 @@ impl AccessLog {
             request_id: self.request_id.to_str().unwrap_or("-"),
             peer: PeerText::new(self.peer),
             tenant: self.tenant.as_deref().unwrap_or("-"),
-            method: self.method,
+            method: self.method.label(),
             key_class: self.key_class.map_or("-", KeyClass::as_str),
             status: status.as_u16(),
             upstream_status: self.upstream_status.map_or(0, |s| s.as_u16()),
@@ -298,7 +300,9 @@ mod tests {
     fn the_direct_line_is_the_tracing_events_line() {
         let peer: SocketAddr = "10.1.2.3:40000".parse().expect("address");
         let mut log = AccessLog::new(peer, HeaderValue::from_static("req-\"1\""));
-        log.method = "shop.Etelecom/GetExtensionInfo";
+        log.method = MethodMetric::route(
+            crate::catalogue::Catalogue::get().lookup("/v1/shop.Etelecom/GetExtensionInfo"),
+        );
         log.tenant = Some("acme".into());
         log.key_class = Some(KeyClass::ApiKey);
         log.upstream_status = Some(StatusCode::BAD_GATEWAY);

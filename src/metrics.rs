@@ -55,6 +55,7 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 
 mod labels;
 mod render;
+mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +65,8 @@ use labels::{
     RequestLabels, ResultLabels,
 };
 pub use render::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, render};
+pub use slots::MethodMetric;
+use slots::MethodSlots;
 
 /// Histogram buckets for request and upstream durations: 1 ms to 30 s.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -136,6 +139,9 @@ pub struct Metrics {
     all_tenants: Arc<str>,
     no_tenant: Arc<str>,
     requests: Family<RequestLabels, Counter>,
+    /// The per-method series of `request_duration`, `upstream_duration` and `cache_requests`,
+    /// resolved once (see `slots.rs`).
+    slots: MethodSlots,
     request_duration: HistogramFamily<DurationLabels>,
     upstream_duration: HistogramFamily<MethodLabels>,
     upstream_errors: Family<KindLabels, Counter>,
@@ -335,6 +341,7 @@ impl Metrics {
             all_tenants: Arc::from(ALL_TENANTS),
             no_tenant: Arc::from(NO_TENANT),
             requests,
+            slots: MethodSlots::new(crate::catalogue::Catalogue::get().methods().len()),
             request_duration,
             upstream_duration,
             upstream_errors,
@@ -409,7 +416,7 @@ impl Metrics {
     pub fn request(
         &self,
         tenant: Option<&Arc<str>>,
-        method: &'static str,
+        method: MethodMetric,
         status: u16,
         source: Source,
         cache: Option<&'static str>,
@@ -418,24 +425,35 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 tenant: self.tenant(tenant),
-                method,
+                method: method.label(),
                 status,
                 source: source.as_str(),
             })
             .inc();
-        self.request_duration
-            .get_or_create(&DurationLabels {
-                method,
-                cache: cache.unwrap_or("none"),
+        let cache = cache.unwrap_or("none");
+        let series = || {
+            self.request_duration.get_or_create_owned(&DurationLabels {
+                method: method.label(),
+                cache,
             })
-            .observe(elapsed.as_secs_f64());
+        };
+        match self.slots.duration(method, cache) {
+            Some(slot) => slot.get_or_init(series).observe(elapsed.as_secs_f64()),
+            None => series().observe(elapsed.as_secs_f64()),
+        }
     }
 
     /// One eTelecom call that got a response: `upstream_duration_seconds`.
-    pub fn upstream(&self, method: &'static str, elapsed: Duration) {
-        self.upstream_duration
-            .get_or_create(&MethodLabels { method })
-            .observe(elapsed.as_secs_f64());
+    pub fn upstream(&self, method: MethodMetric, elapsed: Duration) {
+        let series = || {
+            self.upstream_duration.get_or_create_owned(&MethodLabels {
+                method: method.label(),
+            })
+        };
+        match self.slots.upstream(method) {
+            Some(slot) => slot.get_or_init(series).observe(elapsed.as_secs_f64()),
+            None => series().observe(elapsed.as_secs_f64()),
+        }
     }
 
     /// One eTelecom call that failed: `kind` is `connect`, `tls`, `timeout` or `protocol`.
@@ -446,10 +464,18 @@ impl Metrics {
     }
 
     /// One cache lookup: `result` is `hit`, `miss`, `bypass` or `stale`.
-    pub fn cache_request(&self, method: &'static str, result: &'static str) {
-        self.cache_requests
-            .get_or_create(&CacheRequestLabels { method, result })
-            .inc();
+    pub fn cache_request(&self, method: MethodMetric, result: &'static str) {
+        let series = || {
+            self.cache_requests
+                .get_or_create_owned(&CacheRequestLabels {
+                    method: method.label(),
+                    result,
+                })
+        };
+        match self.slots.cache(method, result) {
+            Some(slot) => slot.get_or_init(series).inc(),
+            None => series().inc(),
+        };
     }
 
     /// One cache entry removed: `cause` is `expired`, `size`, `explicit` or `replaced`.

@@ -304,7 +304,7 @@ impl Gateway {
         let peer = log.peer.ip();
         tenants::allowed(Some(&cfg.server.allowed_callers), peer)?;
         let route = route::resolve(&parts, cfg.routing.unknown_methods)?;
-        log.method = route.label();
+        log.method = route.metric();
         let upstream = state
             .upstream(route.prefix.target())
             .ok_or(GatewayError::SmsNotConfigured)?;
@@ -351,7 +351,7 @@ impl Gateway {
             (Some(cache), Some(m)) if cache.cacheable(m) => {
                 let resp = Box::pin(self.cached(state, cache, m, call, caller_cache, log)).await;
                 if let Some(status) = log.cache {
-                    self.inner.metrics.cache_request(&m.label, status.label());
+                    self.inner.metrics.cache_request(log.method, status.label());
                 }
                 resp
             }
@@ -405,7 +405,7 @@ impl Gateway {
                 return Err(e.into());
             }
         };
-        metrics.upstream(route.label(), started.elapsed());
+        metrics.upstream(route.metric(), started.elapsed());
         log.upstream_status = Some(upstream.status);
         if !upstream.status.is_success() {
             // eTelecom may quote the key it was sent; the caller must never learn it. The

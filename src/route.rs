@@ -12,6 +12,7 @@ use http::{HeaderMap, Method as HttpMethod, Uri, Version, header, request};
 use crate::catalogue::{Catalogue, KeyClass, Method, Prefix, SMS_PREFIX, split_path};
 use crate::config::UnknownMethods;
 use crate::error::GatewayError;
+use crate::metrics::MethodMetric;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +26,12 @@ pub struct Route {
 impl Route {
     /// The closed-set name for logs and metrics: the catalogue label or `other`.
     pub fn label(&self) -> &'static str {
-        self.method.map_or("other", |m| &*m.label)
+        self.metric().label()
+    }
+
+    /// The method as the metrics and the access log see it (label and catalogue id).
+    pub fn metric(&self) -> MethodMetric {
+        MethodMetric::route(self.method)
     }
 
     /// The path sent upstream for the gateway path `path`: unchanged on the eTelecom API, without

@@ -17,6 +17,13 @@ use parse::{Sample, parse};
 const METHOD: &str = "shop.Etelecom/GetExtensionInfo";
 const WRITE_METHOD: &str = "shop.Etelecom/CreateExtension";
 
+/// `METHOD` as a routed request carries it (its catalogue entry).
+fn routed() -> MethodMetric {
+    let m = crate::catalogue::Catalogue::get().lookup(&format!("/v1/{METHOD}"));
+    assert!(m.is_some(), "{METHOD} is in the catalogue");
+    MethodMetric::route(m)
+}
+
 /// Every family of the contract as named in Prometheus text: (name, type, label names).
 const FAMILIES: &[(&str, &str, &[&str])] = &[
     (
@@ -87,7 +94,7 @@ fn record_one_of_each(m: &Metrics) -> (GaugeGuard, GaugeGuard) {
     let t = Some(&tenant);
     m.request(
         t,
-        METHOD,
+        routed(),
         200,
         Source::Upstream,
         Some("miss"),
@@ -95,15 +102,15 @@ fn record_one_of_each(m: &Metrics) -> (GaugeGuard, GaugeGuard) {
     );
     m.request(
         None,
-        "other",
+        MethodMetric::route(None),
         429,
         Source::Gateway,
         None,
         Duration::from_micros(200),
     );
-    m.upstream(METHOD, Duration::from_millis(40));
+    m.upstream(routed(), Duration::from_millis(40));
     m.upstream_error("timeout");
-    m.cache_request(METHOD, "hit");
+    m.cache_request(routed(), "hit");
     m.cache_eviction("expired");
     m.cache_invalidation(WRITE_METHOD);
     m.set_cache_size(3, 4096);
@@ -384,6 +391,80 @@ fn render_negotiates_the_format() {
     assert!(body.ends_with("# EOF\n"));
     let (body, _) = render(&m, None);
     assert!(!body.contains("# EOF"));
+}
+
+/// The per-method slots (`slots.rs`) record into the family's own series: the first call
+/// resolves the slot, the later ones go through it, and `/metrics` counts all of them under the
+/// right labels; methods outside the catalogue go through the family.
+#[test]
+fn series_resolved_once_per_method_are_the_familys_series() {
+    let m = Metrics::new(true);
+    let p = |n: &str| format!("etelecom_gateway_{n}");
+    let caches = ["hit", "miss", "bypass", "stale"];
+    for round in 1..=3u32 {
+        for (i, cache) in caches.iter().enumerate() {
+            // `i + 1` requests per cache status and round: a swapped slot shows as a wrong count.
+            for _ in 0..=i {
+                m.request(
+                    None,
+                    routed(),
+                    200,
+                    Source::Upstream,
+                    Some(cache),
+                    Duration::from_millis(1),
+                );
+                m.cache_request(routed(), cache);
+            }
+        }
+        m.request(None, routed(), 200, Source::Upstream, None, Duration::ZERO);
+        m.request(
+            None,
+            MethodMetric::UNROUTED,
+            404,
+            Source::Gateway,
+            None,
+            Duration::ZERO,
+        );
+        m.upstream(routed(), Duration::from_millis(40));
+        m.upstream(MethodMetric::route(None), Duration::from_millis(40));
+
+        let exp = parse(&m.encode_prometheus());
+        let round = f64::from(round);
+        for (i, cache) in caches.iter().enumerate() {
+            let want = Some(round * (i as f64 + 1.0));
+            let labels = [("method", METHOD), ("cache", *cache)];
+            assert_eq!(
+                exp.value(&p("request_duration_seconds_count"), &labels),
+                want,
+                "{cache}"
+            );
+            let labels = [("method", METHOD), ("result", *cache)];
+            assert_eq!(
+                exp.value(&p("cache_requests_total"), &labels),
+                want,
+                "{cache}"
+            );
+        }
+        let count = |method: &str, cache: &str| {
+            exp.value(
+                &p("request_duration_seconds_count"),
+                &[("method", method), ("cache", cache)],
+            )
+        };
+        assert_eq!(count(METHOD, "none"), Some(round));
+        assert_eq!(count("-", "none"), Some(round));
+        let upstream =
+            |method: &str| exp.value(&p("upstream_duration_seconds_count"), &[("method", method)]);
+        assert_eq!(upstream(METHOD), Some(round));
+        assert_eq!(upstream("other"), Some(round));
+        let all = [
+            ("tenant", "-"),
+            ("method", METHOD),
+            ("status", "200"),
+            ("source", "upstream"),
+        ];
+        assert_eq!(exp.value(&p("requests_total"), &all), Some(round * 11.0));
+    }
 }
 
 #[test]
