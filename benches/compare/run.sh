@@ -11,9 +11,11 @@
 # Scenarios (SCENARIOS, default all): base (forward and hit at CONNS), c256 (forward at
 # CONNS_HIGH), latency (forward with the mock answering LATENCY_MS late, LATENCY_CONNS
 # connections: the added p99), scale (gateway only: SCALE_TENANTS tenants, SCALE_ENTRIES
-# distinct cached entries, hit and forward spread over them; then OVERFILL times as many more
-# distinct entries, past what the cache holds, for the RSS of a full, evicting cache), workers
-# (the hit case with 1 and then 2 workers, proxy and wrk spread over both cores).
+# distinct cached entries, hit and forward spread over them, each run paired with a run of the
+# same case on a 3-tenant gateway started alongside, ref-hit and ref-forward, which the scale
+# lines divide by; then OVERFILL times as many more distinct entries, past what the cache
+# holds, for the RSS of a full, evicting cache), workers (the hit case with 1 and then 2
+# workers, proxy and wrk spread over both cores).
 #
 # Environment (defaults in brackets):
 #   CONNS [32] connections, DURATION [10] seconds per measured run, WARMUP [2] seconds of
@@ -215,13 +217,14 @@ start_mock() {
 
 # The gateway: RUST_LOG=info writes one JSON access line per request to stderr (in batches: 64 KiB
 # or 200 ms), appended to a file on tmpfs; RUST_LOG=warn writes none.
+# GW_TAG names the gateway's folder and access log, so that two can run at once (scale).
 start_gateway() { # RUST_LOG value
-    local level=$1
+    local level=$1 dir=$TMP/gateway${GW_TAG:-}
     PORT=$(free_port)
-    mkdir -p "$TMP/gateway"
-    printf '%s' "$ACME_API_KEY" >"$TMP/gateway/acme.api"
-    chmod 600 "$TMP/gateway/acme.api"
-    cat >"$TMP/gateway/gateway.toml" <<EOF
+    mkdir -p "$dir"
+    printf '%s' "$ACME_API_KEY" >"$dir/acme.api"
+    chmod 600 "$dir/acme.api"
+    cat >"$dir/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:$PORT"
 
@@ -242,17 +245,17 @@ id = "acme"
 api_key = { file = "acme.api" }
 EOF
     if [[ -n $MAX_BYTES ]]; then
-        printf '\n[cache]\nmax_bytes = %d\n' "$MAX_BYTES" >>"$TMP/gateway/gateway.toml"
+        printf '\n[cache]\nmax_bytes = %d\n' "$MAX_BYTES" >>"$dir/gateway.toml"
     fi
     # More tenants (t1, t2, ...), all with acme's key, which the mock accepts.
     local t
     for ((t = 1; t < TENANTS; t++)); do
         printf '\n[[tenants]]\nid = "t%d"\napi_key = { file = "acme.api" }\n' "$t"
-    done >>"$TMP/gateway/gateway.toml"
-    ACCESS_LOG=$TMP/logs/gateway-access.log
+    done >>"$dir/gateway.toml"
+    ACCESS_LOG=$TMP/logs/gateway${GW_TAG:-}-access.log
     : >"$ACCESS_LOG"
     RUST_LOG=$level TOKIO_WORKER_THREADS=$WORKERS taskset -c "${PROXY_CPUS:-$PROXY_CPU}" \
-        "$BIN" serve --config "$TMP/gateway/gateway.toml" >/dev/null 2>>"$ACCESS_LOG" &
+        "$BIN" serve --config "$dir/gateway.toml" >/dev/null 2>>"$ACCESS_LOG" &
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
     wait_for "$PROXY_PID" gateway is_200 "$PORT" "$FORWARD_PATH" "$FORWARD_BODY"
@@ -314,6 +317,12 @@ start_proxy() { # variant
 
 # Every process of the proxy: the gateway, or NGINX's master and its children (worker, cache
 # manager, cache loader).
+# Two gateways at once (scale): keep_proxy NAME saves what start_proxy set, use_proxy NAME makes
+# it the one measure, stop and overfill act on.
+declare -A KEPT=()
+keep_proxy() { KEPT[$1]="$PORT $PROXY_PID $ADMIN_PORT $ACCESS_LOG"; }
+use_proxy() { read -r PORT PROXY_PID ADMIN_PORT ACCESS_LOG <<<"${KEPT[$1]}"; }
+
 proxy_pids() {
     echo "$PROXY_PID"
     ps -o pid= --ppid "$PROXY_PID" 2>/dev/null | tr -d ' ' || true
@@ -421,7 +430,8 @@ case_setup() { # case
     RUN_CONNS=$CONNS EXTRA_LUA= IS_HIT=0
     case $1 in
     forward) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY ;;
-    hit | w1-hit | w2-hit) CASE_PATH=$HIT_PATH CASE_BODY=$HIT_BODY IS_HIT=1 ;;
+    hit | w1-hit | w2-hit | ref-hit) CASE_PATH=$HIT_PATH CASE_BODY=$HIT_BODY IS_HIT=1 ;;
+    ref-forward) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY ;;
     forward-c256) CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY RUN_CONNS=$CONNS_HIGH ;;
     latency)
         CASE_PATH=$FORWARD_PATH CASE_BODY=$FORWARD_BODY RUN_CONNS=$LATENCY_CONNS
@@ -741,15 +751,34 @@ RUN_BASE=0
 if has scale; then
     for variant in $(among gateway gateway-nolog); do
         wait_quiet
-        TENANTS=$SCALE_TENANTS MAX_BYTES=$SCALE_MAX_BYTES
+        # The reference: the same variant with 3 tenants, alive through the scale runs. Each
+        # scale run is paired with a run of the same case on it, so that the scale lines divide
+        # figures measured a minute apart, not a quarter of an hour (the base runs).
+        GW_TAG=-ref
         start_proxy "$variant"
+        keep_proxy ref
+        log "$variant reference (3 tenants) on 127.0.0.1:$PORT"
+        TENANTS=$SCALE_TENANTS MAX_BYTES=$SCALE_MAX_BYTES GW_TAG=-scale
+        start_proxy "$variant"
+        keep_proxy scale
         log "$variant with $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, on 127.0.0.1:$PORT"
         fill_cache 0 "$SCALE_ENTRIES"
-        RUNS_NOW=$RUNS measure "$variant" scale-hit
-        RUNS_NOW=$RUNS measure "$variant" scale-forward
+        for ((round = 0; round < RUNS; round++)); do
+            RUN_BASE=$round
+            for c in hit forward; do
+                use_proxy scale
+                RUNS_NOW=1 measure "$variant" "scale-$c"
+                use_proxy ref
+                RUNS_NOW=1 measure "$variant" "ref-$c"
+            done
+        done
+        RUN_BASE=0
+        use_proxy ref
+        stop "$PROXY_PID"
+        use_proxy scale
         overfill "$variant"
         stop "$PROXY_PID"
-        TENANTS=3 MAX_BYTES=
+        TENANTS=3 MAX_BYTES= GW_TAG=
     done
 fi
 
@@ -806,7 +835,7 @@ med() { col "$1" "$2" "$3" | median; }
     echo "- Machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
     echo "- Versions: $GATEWAY_VERSION (release build); nginx $NGINX_VERSION; $WRK_VERSION"
     echo "- Command: \`QUICK=$QUICK CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP RUNS=$RUNS INTERLEAVE=$INTERLEAVE POOL_IDLE=$POOL_IDLE SCENARIOS=\"$SCENARIOS\" bash benches/compare/run.sh\`"
-    echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before; overfill: then $((OVERFILL * SCALE_ENTRIES)) more distinct entries (the cache full and evicting); w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
+    echo "- Cases: forward and hit at $CONNS connections (3 tenants in the config); forward-c256 at $CONNS_HIGH; latency: forward with the mock $LATENCY_MS ms late (x-mock-behaviour: delay=$LATENCY_MS), $LATENCY_CONNS connections; scale-hit / scale-forward: $SCALE_TENANTS tenants, cache max_bytes $SCALE_MAX_BYTES, requests spread over them and (hit) over $SCALE_ENTRIES cached entries filled before, each run paired with one of ref-hit / ref-forward (the hit and forward cases on a 3-tenant gateway running alongside); overfill: then $((OVERFILL * SCALE_ENTRIES)) more distinct entries (the cache full and evicting); w1-hit / w2-hit: the hit case with 1 / 2 workers, proxy and wrk -t2 both on cores 0-1"
     echo "- Load: wrk -t1 -c$CONNS, ${DURATION}s per run after ${WARMUP}s warm-up, POST with x-tenant-id: acme; wrk and the mock eTelecom on core $LOAD_CPU, the proxy on core $PROXY_CPU (taskset)"
     echo "- forward: \`$FORWARD_PATH\` \`$FORWARD_BODY\` (not cached, every request goes to the mock); hit: \`$HIT_PATH\` \`$HIT_BODY\` (served from the proxy's cache)"
     echo "- \`gateway\`: RUST_LOG=info, JSON access log appended to a file on tmpfs; \`gateway-nolog\`: RUST_LOG=warn. \`nginx\`: one worker, JSON access log (same fields) to a file on tmpfs, buffer=64k flush=200ms (the gateway batches alike); \`nginx-nolog\`: access_log off"
@@ -819,7 +848,7 @@ med() { col "$1" "$2" "$3" | median; }
     echo "| proxy | case | CPU µs/request | requests/s | p50 ms | p99 ms | RSS MiB | peak RSS (VmHWM) MiB | PSS MiB | proxy core busy % |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for v in $VARIANTS; do
-        for c in forward hit forward-c256 latency scale-hit scale-forward w1-hit w2-hit; do
+        for c in forward hit forward-c256 latency scale-hit ref-hit scale-forward ref-forward w1-hit w2-hit; do
             [[ -n $(col "$v" "$c" 7) ]] || continue
             echo "| $v | $c | $(stat_of "$v" "$c" 7) | $(stat_of "$v" "$c" 5) | $(stat_of "$v" "$c" 8) | $(stat_of "$v" "$c" 9) | $(stat_of "$v" "$c" 10) | $(stat_of "$v" "$c" 11) | $(stat_of "$v" "$c" 12) | $(stat_of "$v" "$c" 15) |"
         done
@@ -857,8 +886,8 @@ med() { col "$1" "$2" "$3" | median; }
         row "$g vs $n: peak RSS (VmHWM) MiB, hit runs" "$(med "$g" hit 11)" "$(med "$n" hit 11)" 1.0 le
     done
     for g in $(among gateway gateway-nolog); do
-        row "$g: hit CPU µs/request, $SCALE_TENANTS tenants and $SCALE_ENTRIES entries vs 3 tenants, 1 entry" "$(med "$g" scale-hit 7)" "$(med "$g" hit 7)" 1.1 le
-        row "$g: forward CPU µs/request, $SCALE_TENANTS tenants vs 3" "$(med "$g" scale-forward 7)" "$(med "$g" forward 7)" 1.1 le
+        row "$g: hit CPU µs/request, $SCALE_TENANTS tenants and $SCALE_ENTRIES entries vs 3 tenants, 1 entry (ref-hit)" "$(med "$g" scale-hit 7)" "$(med "$g" ref-hit 7)" 1.1 le
+        row "$g: forward CPU µs/request, $SCALE_TENANTS tenants vs 3 (ref-forward)" "$(med "$g" scale-forward 7)" "$(med "$g" ref-forward 7)" 1.1 le
         hwm=$(col "$g" scale-hit 11 | sort -g | tail -1)
         bound=$((SCALE_MAX_BYTES / 1048576 + 32))
         row "$g: peak RSS MiB at scale vs cache max_bytes ($((SCALE_MAX_BYTES / 1048576))) + 32 MiB" "$hwm" "$bound" 1.0 le
