@@ -12,12 +12,13 @@
 //! and nested no deeper than `server.max_json_depth` ([`json_depth_exceeds`], one pass over the
 //! bytes).
 
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Body;
+use hyper::body::{Body, Frame};
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
@@ -60,50 +61,96 @@ where
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     let body = std::pin::pin!(Limited::new(body, limit_usize));
     let mut body = body;
+    let mut pieces = Pieces::default();
+    // Most bodies are in the read buffer already, with the head: what is ready now is taken
+    // without a timer. Arming one is a timer-wheel insert and removal, under the time driver's
+    // lock, per request. No time passes in this loop (it never waits), so the limits below
+    // still bound every wait.
+    loop {
+        let ready = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+        let Poll::Ready(frame) = ready else { break };
+        match piece(frame, limit)? {
+            Piece::Data(data) => pieces.push(data),
+            Piece::Skip => {}
+            Piece::End => return Ok(pieces.finish()),
+        }
+    }
     let deadline = Instant::now() + limits.total;
-    // One timer for the whole read, moved forward after every piece.
+    // One timer for the rest of the read, moved forward after every piece.
     let timer = tokio::time::sleep(limits.between_reads.min(limits.total));
     let mut timer = std::pin::pin!(timer);
-    // The first piece is kept as is (most bodies come in one); more are joined.
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
     loop {
         let frame = tokio::select! {
             biased;
             frame = body.frame() => frame,
             () = &mut timer => return Err(GatewayError::BodyTimeout),
         };
-        let data = match frame {
-            None => break,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                // Trailers: nothing to forward.
-                Err(_) => continue,
-            },
-            Some(Err(e)) if e.is::<LengthLimitError>() => {
-                return Err(GatewayError::BodyTooLarge { limit });
-            }
-            Some(Err(_)) => return Err(GatewayError::BodyRead),
-        };
+        match piece(frame, limit)? {
+            Piece::Data(data) => pieces.push(data),
+            Piece::Skip => continue,
+            Piece::End => return Ok(pieces.finish()),
+        }
         timer
             .as_mut()
             .reset((Instant::now() + limits.between_reads).min(deadline));
-        match (&mut first, &mut joined) {
+    }
+}
+
+/// What one frame of a body under [`Limited`] is.
+enum Piece {
+    Data(Bytes),
+    /// Trailers: nothing to forward.
+    Skip,
+    End,
+}
+
+fn piece<E>(frame: Option<Result<Frame<Bytes>, E>>, limit: u64) -> Result<Piece, GatewayError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match frame {
+        None => Ok(Piece::End),
+        Some(Ok(frame)) => Ok(frame.into_data().map_or(Piece::Skip, Piece::Data)),
+        Some(Err(e)) => {
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            if e.is::<LengthLimitError>() {
+                Err(GatewayError::BodyTooLarge { limit })
+            } else {
+                Err(GatewayError::BodyRead)
+            }
+        }
+    }
+}
+
+/// The pieces of a body read so far: the first is kept as it is (most bodies come in one);
+/// more are joined.
+#[derive(Default)]
+struct Pieces {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Pieces {
+    fn push(&mut self, data: Bytes) {
+        match (&mut self.first, &mut self.joined) {
             (_, Some(all)) => all.extend_from_slice(&data),
             (Some(one), None) => {
                 let mut all = BytesMut::with_capacity(one.len() + data.len());
                 all.extend_from_slice(one);
                 all.extend_from_slice(&data);
-                joined = Some(all);
+                self.joined = Some(all);
             }
-            (None, None) => first = Some(data),
+            (None, None) => self.first = Some(data),
         }
     }
-    Ok(match (first, joined) {
-        (_, Some(all)) => all.freeze(),
-        (Some(one), None) => one,
-        (None, None) => Bytes::new(),
-    })
+
+    fn finish(self) -> Bytes {
+        match (self.first, self.joined) {
+            (_, Some(all)) => all.freeze(),
+            (Some(one), None) => one,
+            (None, None) => Bytes::new(),
+        }
+    }
 }
 
 /// Checks that `body` is one JSON object (an empty or all-whitespace body counts as `{}`),
@@ -325,6 +372,33 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, GatewayError::BodyTimeout), "{err:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(10), "total");
+    }
+
+    /// What is ready at once is taken without a timer; what comes later is waited for under
+    /// the limits; the pieces of both are joined in order (trailers dropped).
+    #[tokio::test(start_paused = true)]
+    async fn a_body_partly_ready_and_partly_late_is_read_whole() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let frame = |b: &'static [u8]| {
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b)))
+        };
+        tx.send(frame(b"{\"a\"")).await.expect("send");
+        tx.send(frame(b":")).await.expect("send");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = tx.send(Ok(Frame::trailers(HeaderMap::new()))).await;
+            let _ = tx.send(frame(b"1}")).await;
+        });
+        let started = Instant::now();
+        let got = collect_limited(
+            &HeaderMap::new(),
+            StreamBody::new(Receiver(rx)),
+            &limits(100),
+        )
+        .await
+        .expect("whole");
+        assert_eq!(got, "{\"a\":1}");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     /// A `Stream` over a channel.
