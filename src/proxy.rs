@@ -405,7 +405,7 @@ impl Gateway {
                 return Err(e.into());
             }
         };
-        metrics.upstream(route.metric(), started.elapsed());
+        metrics.upstream(log.method, started.elapsed());
         log.upstream_status = Some(upstream.status);
         if !upstream.status.is_success() {
             // eTelecom may quote the key it was sent; the caller must never learn it. The

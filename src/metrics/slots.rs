@@ -56,25 +56,16 @@ impl MethodMetric {
     }
 }
 
-/// The `cache` values of `request_duration_seconds`, in slot order.
-fn duration_slot(cache: &str) -> Option<usize> {
-    match cache {
+/// The slot of a `cache` value of `request_duration_seconds` (`hit`, `miss`, `bypass`, `stale`,
+/// `none`), which is also the slot of a `result` of `cache_requests_total` (the same values
+/// without `none`).
+fn cache_slot(value: &str) -> Option<usize> {
+    match value {
         "hit" => Some(0),
         "miss" => Some(1),
         "bypass" => Some(2),
         "stale" => Some(3),
         "none" => Some(4),
-        _ => None,
-    }
-}
-
-/// The `result` values of `cache_requests_total`, in slot order.
-fn cache_slot(result: &str) -> Option<usize> {
-    match result {
-        "hit" => Some(0),
-        "miss" => Some(1),
-        "bypass" => Some(2),
-        "stale" => Some(3),
         _ => None,
     }
 }
@@ -105,7 +96,7 @@ impl MethodSlots {
         method: MethodMetric,
         cache: &str,
     ) -> Option<&OnceLock<Histogram>> {
-        Some(&self.of(method)?.duration[duration_slot(cache)?])
+        self.of(method)?.duration.get(cache_slot(cache)?)
     }
 
     /// The `upstream_duration_seconds` slot of `method`.
@@ -115,6 +106,6 @@ impl MethodSlots {
 
     /// The `cache_requests_total` slot of (`method`, `result`).
     pub(super) fn cache(&self, method: MethodMetric, result: &str) -> Option<&OnceLock<Counter>> {
-        Some(&self.of(method)?.cache[cache_slot(result)?])
+        self.of(method)?.cache.get(cache_slot(result)?)
     }
 }
