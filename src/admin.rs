@@ -51,7 +51,7 @@ impl Admin {
         let method = req.method().clone();
         match (path, method) {
             ("/metrics", Method::GET) => {
-                self.gateway.refresh_cache_gauges().await;
+                self.gateway.refresh_cache_gauges();
                 let accept = req.headers().get(header::ACCEPT);
                 let (body, content_type) = metrics::render(self.gateway.metrics(), accept);
                 let mut resp = Response::new(Full::new(Bytes::from(body)));

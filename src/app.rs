@@ -194,7 +194,7 @@ async fn housekeeping(gateway: Gateway, every: Duration, stop: impl Future<Outpu
     loop {
         tokio::select! {
             () = &mut stop => break,
-            _ = ticks.tick() => gateway.housekeeping().await,
+            _ = ticks.tick() => gateway.housekeeping(),
         }
     }
 }

@@ -480,9 +480,16 @@ impl Metrics {
 
     /// One cache entry removed: `cause` is `expired`, `size`, `explicit` or `replaced`.
     pub fn cache_eviction(&self, cause: &'static str) {
-        self.cache_evictions
-            .get_or_create(&CauseLabels { cause })
-            .inc();
+        self.cache_evictions(cause, 1);
+    }
+
+    /// `n` cache entries removed for `cause` (a purge, a sweep).
+    pub fn cache_evictions(&self, cause: &'static str, n: u64) {
+        if n > 0 {
+            self.cache_evictions
+                .get_or_create(&CauseLabels { cause })
+                .inc_by(n);
+        }
     }
 
     /// One invalidation triggered by a successful call of `method`.

@@ -146,16 +146,19 @@ impl Gateway {
         self.inner.state.load().config.view()
     }
 
-    /// Drops idle rate-limit buckets and expired idle upstream connections, and refreshes the
-    /// cache gauges.
-    pub async fn housekeeping(&self) {
+    /// Drops idle rate-limit buckets, expired idle upstream connections and dead cache
+    /// entries, and refreshes the cache gauges.
+    pub fn housekeeping(&self) {
         let state = self.inner.state.load_full();
         state.limiter.housekeeping();
         state.upstream.close_idle();
         if let Some(sms) = &state.sms {
             sms.close_idle();
         }
-        self.refresh_cache_gauges().await;
+        if let Some(c) = &state.cache {
+            c.sweep();
+        }
+        self.refresh_cache_gauges();
     }
 
     /// Fleet mode: one PING to Redis (its answer closes an open circuit); nothing without
@@ -168,10 +171,10 @@ impl Gateway {
     }
 
     /// Sets the cache size gauges from the cache itself.
-    pub async fn refresh_cache_gauges(&self) {
+    pub fn refresh_cache_gauges(&self) {
         let state = self.inner.state.load_full();
         let (entries, bytes) = match &state.cache {
-            Some(c) => (c.entry_count().await, c.weighted_size().await),
+            Some(c) => (c.entry_count(), c.weighted_size()),
             None => (0, 0),
         };
         self.inner.metrics.set_cache_size(entries, bytes);
@@ -205,18 +208,18 @@ impl Gateway {
     }
 
     /// Fleet mode: drops every entry of this gateway's cache only (after a subscription gap).
-    pub(crate) async fn purge_local(&self) {
+    pub(crate) fn purge_local(&self) {
         let state = self.inner.state.load_full();
         if let Some(c) = &state.cache {
-            c.purge(None, None).await;
+            c.purge(None, None);
         }
     }
 
     /// Fleet mode: applies another gateway's invalidation or purge.
-    pub(crate) async fn apply_remote(&self, event: &Event) {
+    pub(crate) fn apply_remote(&self, event: &Event) {
         let state = self.inner.state.load_full();
         if let Some(c) = &state.cache {
-            bus::apply(c, event).await;
+            bus::apply(c, event);
         }
     }
 

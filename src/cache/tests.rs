@@ -165,7 +165,7 @@ async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     let key = c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}");
-    assert!(matches!(c.lookup(&key).await, Lookup::Absent));
+    assert!(matches!(c.lookup(&key), Lookup::Absent));
 }
 
 /// A cache of `max_bytes` filled with `n` distinct entries of `body`.
@@ -183,7 +183,7 @@ async fn filled(max_bytes: u64, n: usize, body: &Bytes) -> Cache {
             format!(r#"{{"extension_number":"{i}"}}"#).as_bytes(),
         );
         let e = c.entry(m, http::StatusCode::OK, None, body).expect("entry");
-        c.insert(key, e).await;
+        c.insert(key, e);
     }
     c
 }
@@ -191,22 +191,22 @@ async fn filled(max_bytes: u64, n: usize, body: &Bytes) -> Cache {
 #[tokio::test]
 async fn memory_stays_under_max_bytes() {
     let c = filled(64 * 1024, 5_000, &body_expiring_in(3600)).await;
-    let size = c.weighted_size().await;
+    let size = c.weighted_size();
     assert!(size <= 64 * 1024, "{size}");
-    assert!(c.entry_count().await > 0);
+    assert!(c.entry_count() > 0);
 }
 
 /// `max_bytes` bounds real memory only if each entry is weighed at what it costs: its answer and
-/// request body plus, measured, well over 600 bytes of entry and moka bookkeeping.
+/// request body plus, measured, ~340 bytes of entry and store bookkeeping.
 #[tokio::test]
 async fn entries_are_weighed_at_their_memory_cost() {
     let body = body_expiring_in(3600);
     let c = filled(1024 * 1024, 100, &body).await;
-    assert_eq!(c.entry_count().await, 100);
-    let per_entry = c.weighted_size().await / 100;
+    assert_eq!(c.entry_count(), 100);
+    let per_entry = c.weighted_size() / 100;
     let request = br#"{"extension_number":"10"}"#.len() as u64;
     assert!(
-        per_entry >= body.len() as u64 + request + 600,
+        per_entry >= body.len() as u64 + request + 340,
         "{per_entry} B per entry of a {} B answer",
         body.len()
     );
@@ -251,16 +251,12 @@ async fn purge_by_tenant_and_method() {
         let e = c
             .entry(m, http::StatusCode::OK, None, &body)
             .expect("entry");
-        c.insert(c.key(Some(tenant), m.key_class, m, b"{}"), e)
-            .await;
+        c.insert(c.key(Some(tenant), m.key_class, m, b"{}"), e);
     }
-    assert_eq!(c.purge(Some("acme"), Some("GetExtensionInfo")).await, 2);
-    assert_eq!(c.purge(Some("acme"), None).await, 0);
-    assert_eq!(
-        c.purge(None, Some("shop.Etelecom/GetExtensionInfo")).await,
-        1
-    );
-    assert_eq!(c.entry_count().await, 0);
+    assert_eq!(c.purge(Some("acme"), Some("GetExtensionInfo")), 2);
+    assert_eq!(c.purge(Some("acme"), None), 0);
+    assert_eq!(c.purge(None, Some("shop.Etelecom/GetExtensionInfo")), 1);
+    assert_eq!(c.entry_count(), 0);
 }
 
 mod props {
@@ -313,4 +309,53 @@ mod props {
             prop_assert_ne!(canonical(tx.as_bytes()), canonical(ty.as_bytes()));
         }
     }
+}
+
+/// An entry built as it would have been `ago` ago, living for `life` after that.
+fn entry_from_the_past(ago: Duration, life: Duration) -> Arc<Entry> {
+    let stored_at = Instant::now()
+        .checked_sub(ago)
+        .expect("the clock is past `ago`");
+    Arc::new(Entry {
+        body: body_expiring_in(3600),
+        content_type: None,
+        stored_at,
+        fresh_until: stored_at + life,
+        dies_at: stored_at + life,
+    })
+}
+
+fn evictions(m: &Metrics, cause: &str) -> u64 {
+    let text = m.encode_prometheus();
+    let series = format!("etelecom_gateway_cache_evictions_total{{cause=\"{cause}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.parse().expect("a count"))
+}
+
+/// A dead entry (past freshness and stale window) is never served; a lookup takes it out, the
+/// housekeeping sweep takes out the rest, and both count it as expired.
+#[test]
+fn dead_entries_are_dropped_by_lookup_and_by_the_sweep() {
+    let t = tenants();
+    let m = metrics();
+    let c = Cache::new(&cfg(), &t, m.clone());
+    let info = method(INFO);
+    let key = |body: &[u8]| c.key(Some(&t[0]), KeyClass::ApiKey, info, body);
+    let (past, live) = (Duration::from_secs(60), Duration::from_secs(30));
+    c.insert(key(b"{\"n\":1}"), entry_from_the_past(past, live));
+    c.insert(key(b"{\"n\":2}"), entry_from_the_past(past, live));
+    c.insert(key(b"{\"n\":3}"), entry_from_the_past(Duration::ZERO, live));
+    assert_eq!(c.entry_count(), 3);
+
+    assert!(matches!(c.lookup(&key(b"{\"n\":1}")), Lookup::Absent));
+    assert_eq!((c.entry_count(), evictions(&m, "expired")), (2, 1));
+
+    assert_eq!(c.sweep(), 1);
+    assert_eq!((c.entry_count(), evictions(&m, "expired")), (1, 2));
+    assert!(matches!(c.lookup(&key(b"{\"n\":3}")), Lookup::Fresh(_)));
+    assert_eq!(c.weighted_size(), {
+        let e = entry_from_the_past(Duration::ZERO, live);
+        (b"{\"n\":3}".len() + e.body.len() + ENTRY_OVERHEAD) as u64
+    });
 }

@@ -95,7 +95,7 @@ impl Invalidations {
     /// here.
     pub(crate) async fn purge(&self, cache: Option<&Cache>, scope: &PurgeScope) -> usize {
         let purged = match cache {
-            Some(c) => c.purge(scope.tenant(), scope.method()).await,
+            Some(c) => c.purge(scope.tenant(), scope.method()),
             None => 0,
         };
         if let Self::Fleet(cluster) = self {
@@ -111,7 +111,7 @@ impl Invalidations {
 }
 
 /// Applies one message from another gateway to `cache`.
-pub(crate) async fn apply(cache: &Cache, event: &Event) {
+pub(crate) fn apply(cache: &Cache, event: &Event) {
     match event {
         Event::Write { tenant, path } => {
             if let Some(m) = Catalogue::get().lookup(path) {
@@ -119,7 +119,7 @@ pub(crate) async fn apply(cache: &Cache, event: &Event) {
             }
         }
         Event::Purge(scope) => {
-            cache.purge(scope.tenant(), scope.method()).await;
+            cache.purge(scope.tenant(), scope.method());
         }
     }
 }
@@ -211,7 +211,7 @@ async fn subscribed(gateway: &Gateway, cluster: &Cluster) {
     };
     metrics.cluster_request("subscribe", "ok", None);
     // Whatever is cached may have missed messages before this subscription: dropped.
-    gateway.purge_local().await;
+    gateway.purge_local();
     gateway.set_cache_coherent(true);
     tracing::debug!("subscribed to the invalidation bus");
     let (mut sink, mut messages) = pubsub.split();
@@ -222,7 +222,7 @@ async fn subscribed(gateway: &Gateway, cluster: &Cluster) {
             msg = messages.next() => {
                 let Some(msg) = msg else { return };
                 if let Some(event) = cluster.decode(msg.get_payload_bytes()) {
-                    gateway.apply_remote(&event).await;
+                    gateway.apply_remote(&event);
                     metrics.remote_invalidation();
                 }
             }

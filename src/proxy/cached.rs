@@ -54,7 +54,7 @@ impl Gateway {
     /// Answers a cacheable read; `log.cache` says how.
     ///
     /// Only the lookup runs in this future: a hit is answered from it. The bypass and the fill
-    /// (an upstream call, moka's single-flight) are boxed, since their futures are large and
+    /// (an upstream call, the single flight) are boxed, since their futures are large and
     /// would otherwise make every request's future large (hyper moves it once per request).
     pub(super) async fn cached(
         &self,
@@ -70,7 +70,7 @@ impl Gateway {
         }
         let tenant = call.cred.tenant.map(|t| &t.id);
         let key = cache.key(tenant, call.cred.key_class, method, &call.body);
-        let stale = match cache.lookup(&key).await {
+        let stale = match cache.lookup(&key) {
             Lookup::Fresh(entry) => {
                 log.cache = Some(CacheStatus::Hit);
                 return Ok(respond_cached(&entry));
@@ -100,7 +100,7 @@ impl Gateway {
         if let Some(key) = key {
             let up = &fwd.upstream;
             if let Some(entry) = cache.entry(method, up.status, content_type(up), &up.body) {
-                cache.insert(key, entry).await;
+                cache.insert(key, entry);
             }
         }
         Ok(respond(fwd))
@@ -121,7 +121,7 @@ impl Gateway {
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
         if stale.is_some() {
             // Taken out so that the fill below runs; put back if the fill fails.
-            cache.remove(&key).await;
+            cache.remove(&key);
         }
         let mut filled_here: Option<Forwarded> = None;
         let fill = async {
@@ -160,7 +160,7 @@ impl Gateway {
             if upstream_failed {
                 log.cache = Some(CacheStatus::Stale);
                 let resp = respond_cached(&entry);
-                cache.insert(key, entry).await;
+                cache.insert(key, entry);
                 return Ok(resp);
             }
         }
