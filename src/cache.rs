@@ -29,9 +29,11 @@ pub mod expiry;
 mod flight;
 pub mod purge;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -60,7 +62,9 @@ pub const INCOHERENT_MAX_AGE: Duration = Duration::from_secs(1);
 /// 400 B and `max_bytes` bounds the real memory.
 const ENTRY_OVERHEAD: usize = 400;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A stored entry's key. Hashed and compared through [`KeyView`], as a [`RequestKey`] is, so a
+/// lookup needs no owned key.
+#[derive(Debug, Clone)]
 pub struct CacheKey {
     tenant: Arc<str>,
     class: KeyClass,
@@ -77,6 +81,94 @@ impl CacheKey {
     pub fn method(&self) -> MethodId {
         self.method
     }
+
+    fn view(&self) -> KeyView<'_> {
+        KeyView {
+            tenant: &self.tenant,
+            class: self.class,
+            method: self.method,
+            generation: self.generation,
+            body: &self.body,
+        }
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.view().hash(state);
+    }
+}
+
+/// The key of a request, borrowing what it can: the tenant's id from the config and, when it is
+/// canonical already (the usual case), the body from the request. A hit allocates no key; a
+/// miss turns it into a [`CacheKey`] to store.
+#[derive(Debug)]
+pub struct RequestKey<'a> {
+    tenant: &'a Arc<str>,
+    class: KeyClass,
+    method: MethodId,
+    generation: u64,
+    body: Cow<'a, [u8]>,
+}
+
+impl RequestKey<'_> {
+    fn view(&self) -> KeyView<'_> {
+        KeyView {
+            tenant: self.tenant,
+            class: self.class,
+            method: self.method,
+            generation: self.generation,
+            body: &self.body,
+        }
+    }
+}
+
+impl PartialEq for RequestKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl std::hash::Hash for RequestKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.view().hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<CacheKey> for RequestKey<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.view() == key.view()
+    }
+}
+
+impl From<RequestKey<'_>> for CacheKey {
+    fn from(k: RequestKey<'_>) -> Self {
+        CacheKey {
+            tenant: k.tenant.clone(),
+            class: k.class,
+            method: k.method,
+            generation: k.generation,
+            body: k.body.into_owned().into_boxed_slice(),
+        }
+    }
+}
+
+/// What both key forms hash and compare: one definition, so equal keys hash alike.
+#[derive(PartialEq, Eq, Hash)]
+struct KeyView<'a> {
+    tenant: &'a str,
+    class: KeyClass,
+    method: MethodId,
+    generation: u64,
+    body: &'a [u8],
 }
 
 /// One stored answer (always a 200 with a JSON body).
@@ -147,6 +239,8 @@ pub struct Cache {
     /// Per tenant ("" for the partner), one generation per catalogue method.
     /// One entry per configured tenant, fixed when the cache is built (a fast seeded hash).
     generations: HashMap<Arc<str>, Box<[AtomicU64]>, foldhash::fast::RandomState>,
+    /// The tenant of partner-level keys (`""`).
+    partner: Arc<str>,
     cfg: CacheConfig,
     metrics: Arc<Metrics>,
     /// Set while invalidations from other gateways may be missed (fleet mode only).
@@ -165,7 +259,8 @@ impl Cache {
             .into_iter()
             .map(|t| (t.clone(), counters()))
             .collect();
-        generations.insert(Arc::from(""), counters());
+        let partner: Arc<str> = Arc::from("");
+        generations.insert(partner.clone(), counters());
         // The store wants a rough item count (its ghost list is sized from it): `max_bytes`
         // over the weight of a typical small answer.
         let estimated = usize::try_from(cfg.max_bytes / (ENTRY_OVERHEAD as u64 + 256))
@@ -186,6 +281,7 @@ impl Cache {
             store,
             fills: flight::Flights::new(),
             generations,
+            partner,
             cfg: cfg.clone(),
             metrics,
             incoherent: AtomicBool::new(false),
@@ -205,19 +301,19 @@ impl Cache {
     }
 
     /// The key for a request; `tenant` is `None` for partner-level calls.
-    pub fn key(
-        &self,
-        tenant: Option<&Arc<str>>,
+    pub fn key<'a>(
+        &'a self,
+        tenant: Option<&'a Arc<str>>,
         class: KeyClass,
         method: &Method,
-        body: &[u8],
-    ) -> CacheKey {
-        let tenant = tenant.cloned().unwrap_or_else(|| Arc::from(""));
+        body: &'a [u8],
+    ) -> RequestKey<'a> {
+        let tenant = tenant.unwrap_or(&self.partner);
         let generation = self
             .generations
-            .get(&tenant)
+            .get(tenant)
             .map_or(0, |g| g[usize::from(method.id.0)].load(Ordering::Acquire));
-        CacheKey {
+        RequestKey {
             tenant,
             class,
             method: method.id,
@@ -226,7 +322,8 @@ impl Cache {
         }
     }
 
-    pub fn lookup(&self, key: &CacheKey) -> Lookup {
+    /// What is stored for `key` (a [`RequestKey`] or a [`CacheKey`]).
+    pub fn lookup<K: Hash + quick_cache::Equivalent<CacheKey>>(&self, key: &K) -> Lookup {
         let Some(e) = self.store.get(key) else {
             return Lookup::Absent;
         };
@@ -250,7 +347,12 @@ impl Cache {
     }
 
     /// Removes `key` if it still holds `seen` (not an entry stored since), counting it.
-    fn drop_entry(&self, key: &CacheKey, seen: &Arc<Entry>, cause: &'static str) {
+    fn drop_entry<K: Hash + quick_cache::Equivalent<CacheKey>>(
+        &self,
+        key: &K,
+        seen: &Arc<Entry>,
+        cause: &'static str,
+    ) {
         if self
             .store
             .remove_if(key, |v| Arc::ptr_eq(v, seen))
@@ -307,11 +409,16 @@ impl Cache {
 
     /// Returns the entry for `key`, running `fetch` if there is none; concurrent calls for the
     /// same key share one `fetch`. A fetch error reaches every waiter and stores nothing.
-    pub async fn get_or_fetch<F, E>(&self, key: CacheKey, fetch: F) -> Result<Arc<Entry>, Arc<E>>
+    pub async fn get_or_fetch<F, E>(
+        &self,
+        key: impl Into<CacheKey>,
+        fetch: F,
+    ) -> Result<Arc<Entry>, Arc<E>>
     where
         F: Future<Output = Result<Arc<Entry>, E>>,
         E: Send + Sync + 'static,
     {
+        let key = key.into();
         self.fills
             .run(
                 &key,
@@ -324,7 +431,8 @@ impl Cache {
 
     /// Stores `entry`; it keeps the deadlines it was built with, so putting back a stale entry
     /// does not extend its life.
-    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+    pub fn insert(&self, key: impl Into<CacheKey>, entry: Arc<Entry>) {
+        let key = key.into();
         let replaces = self.store.peek(&key).is_some();
         self.store.insert(key, entry);
         if replaces {

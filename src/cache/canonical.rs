@@ -7,21 +7,24 @@
 //! parsed and written out again. The scan answers `true` only where writing the parsed body
 //! would give back the same bytes (a property test holds it to that).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
-/// The canonical form of `body`. The body was validated as a JSON object before; should parsing
-/// fail anyway, the raw bytes are used (still correct, just less shared).
-pub fn canonical(body: &[u8]) -> Box<[u8]> {
+/// The canonical form of `body`: the body itself when it is canonical already. The body was
+/// validated as a JSON object before; should parsing fail anyway, the raw bytes are used (still
+/// correct, just less shared).
+pub fn canonical(body: &[u8]) -> Cow<'_, [u8]> {
     if is_canonical(body) {
-        return Box::from(body);
+        return Cow::Borrowed(body);
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => {
             let mut out = Vec::with_capacity(body.len());
             write_canonical(&v, &mut out);
-            out.into_boxed_slice()
+            Cow::Owned(out)
         }
-        Err(_) => Box::from(body),
+        Err(_) => Cow::Borrowed(body),
     }
 }
 

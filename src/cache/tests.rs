@@ -140,7 +140,7 @@ async fn concurrent_misses_share_one_fetch_and_errors_are_not_stored() {
             c.clone(),
             fetches.clone(),
             gate.clone(),
-            c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}"),
+            CacheKey::from(c.key(Some(&t[0]), KeyClass::ApiKey, m, b"{}")),
         );
         tasks.push(tokio::spawn(async move {
             c.get_or_fetch(key, async {
@@ -176,12 +176,8 @@ async fn filled(max_bytes: u64, n: usize, body: &Bytes) -> Cache {
     let c = Cache::new(&cfg, &t, metrics());
     let m = method(INFO);
     for i in 0..n {
-        let key = c.key(
-            Some(&t[0]),
-            KeyClass::ApiKey,
-            m,
-            format!(r#"{{"extension_number":"{i}"}}"#).as_bytes(),
-        );
+        let request = format!(r#"{{"extension_number":"{i}"}}"#);
+        let key = c.key(Some(&t[0]), KeyClass::ApiKey, m, request.as_bytes());
         let e = c.entry(m, http::StatusCode::OK, None, body).expect("entry");
         c.insert(key, e);
     }
@@ -275,7 +271,8 @@ mod props {
             ws in prop_oneof![Just(" "), Just("\n\t"), Just("  \r\n")],
             seed in any::<u8>(),
         ) {
-            let plain = canonical(v.to_string().as_bytes());
+            let text = v.to_string();
+            let plain = canonical(text.as_bytes());
             let spelled = write_differently(&v, ws, &|i| (i + usize::from(seed)) % 2 == 0);
             prop_assert_eq!(canonical(spelled.as_bytes()), plain);
         }
@@ -341,7 +338,7 @@ fn dead_entries_are_dropped_by_lookup_and_by_the_sweep() {
     let m = metrics();
     let c = Cache::new(&cfg(), &t, m.clone());
     let info = method(INFO);
-    let key = |body: &[u8]| c.key(Some(&t[0]), KeyClass::ApiKey, info, body);
+    let key = |body: &'static [u8]| c.key(Some(&t[0]), KeyClass::ApiKey, info, body);
     let (past, live) = (Duration::from_secs(60), Duration::from_secs(30));
     c.insert(key(b"{\"n\":1}"), entry_from_the_past(past, live));
     c.insert(key(b"{\"n\":2}"), entry_from_the_past(past, live));

@@ -78,6 +78,8 @@ impl Gateway {
             Lookup::Stale(entry) => Some(entry),
             Lookup::Absent => None,
         };
+        // Owned from here on: the fill takes the request, whose body the key may borrow.
+        let key = CacheKey::from(key);
         Box::pin(self.fill(state, cache, method, call, key, stale, log)).await
     }
 
@@ -95,7 +97,7 @@ impl Gateway {
         let tenant = call.cred.tenant.map(|t| &t.id);
         log.cache = Some(CacheStatus::Bypass);
         let key = (caller == CallerCache::NoCache)
-            .then(|| cache.key(tenant, call.cred.key_class, method, &call.body));
+            .then(|| CacheKey::from(cache.key(tenant, call.cred.key_class, method, &call.body)));
         let fwd = self.forward(state, call, log).await?;
         if let Some(key) = key {
             let up = &fwd.upstream;
