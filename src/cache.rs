@@ -450,17 +450,22 @@ impl Cache {
     /// under its shard's write lock, one shard at a time.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
-        let swept = std::sync::atomic::AtomicUsize::new(0);
-        self.store.retain(|_, e| {
-            let dead = e.dead(now);
-            if dead {
-                swept.fetch_add(1, Ordering::Relaxed);
+        self.drop_where("expired", |_, e| e.dead(now))
+    }
+
+    /// Drops every entry `doomed` names, counting them as evicted for `cause`.
+    fn drop_where(&self, cause: &'static str, doomed: impl Fn(&CacheKey, &Entry) -> bool) -> usize {
+        let dropped = std::sync::atomic::AtomicUsize::new(0);
+        self.store.retain(|k, e| {
+            let drop = doomed(k, e);
+            if drop {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
-            !dead
+            !drop
         });
-        let swept = swept.into_inner();
-        self.metrics.cache_evictions("expired", swept as u64);
-        swept
+        let dropped = dropped.into_inner();
+        self.metrics.cache_evictions(cause, dropped as u64);
+        dropped
     }
 
     /// Makes the reads a successful `method` call names stale for `tenant` (for every tenant
@@ -500,17 +505,7 @@ impl Cache {
             tenant.is_none_or(|t| *k.tenant == *t)
                 && method.is_none_or(|name| *m.name == *name || *m.label == *name)
         };
-        let purged = std::sync::atomic::AtomicUsize::new(0);
-        self.store.retain(|k, _| {
-            let doomed = matches(k);
-            if doomed {
-                purged.fetch_add(1, Ordering::Relaxed);
-            }
-            !doomed
-        });
-        let purged = purged.into_inner();
-        self.metrics.cache_evictions("explicit", purged as u64);
-        purged
+        self.drop_where("explicit", |k, _| matches(k))
     }
 
     /// Entries currently held.

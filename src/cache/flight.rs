@@ -69,7 +69,30 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> Flights<K, V> {
             };
             let mut waiting = match joined {
                 Ok(rx) => rx,
-                Err(tx) => return self.lead(key, tx, fetch, store).await,
+                Err(tx) => {
+                    // The leader.
+                    let landing = Landing {
+                        flights: self,
+                        key,
+                        tx,
+                    };
+                    let result = match fetch.await {
+                        Ok(v) => {
+                            store(&v);
+                            Ok(v)
+                        }
+                        Err(e) => Err(Arc::new(e)),
+                    };
+                    let shared = match &result {
+                        Ok(v) => Ok(v.clone()),
+                        Err(e) => Err(e.clone() as Failure),
+                    };
+                    // Sent before the flight leaves the map: whoever finds it there reads this
+                    // outcome.
+                    landing.tx.send_replace(Some(shared));
+                    drop(landing);
+                    return result;
+                }
             };
             if let Ok(outcome) = waiting.wait_for(Option::is_some).await {
                 match outcome.as_ref() {
@@ -84,39 +107,6 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> Flights<K, V> {
             }
             // The leader went away without an outcome (or one of another type): go again.
         }
-    }
-
-    async fn lead<F, E>(
-        &self,
-        key: &K,
-        tx: watch::Sender<Outcome<V>>,
-        fetch: F,
-        store: impl FnOnce(&V),
-    ) -> Result<V, Arc<E>>
-    where
-        F: Future<Output = Result<V, E>>,
-        E: Send + Sync + 'static,
-    {
-        let landing = Landing {
-            flights: self,
-            key,
-            tx,
-        };
-        let result = match fetch.await {
-            Ok(v) => {
-                store(&v);
-                Ok(v)
-            }
-            Err(e) => Err(Arc::new(e)),
-        };
-        let shared = match &result {
-            Ok(v) => Ok(v.clone()),
-            Err(e) => Err(e.clone() as Failure),
-        };
-        // Sent before the flight leaves the map: whoever finds it there reads this outcome.
-        landing.tx.send_replace(Some(shared));
-        drop(landing);
-        result
     }
 }
 
@@ -141,45 +131,36 @@ mod tests {
 
     use super::*;
 
+    /// Spawns a fill of key 7 whose fetch counts itself in `fetches`, then runs `rest`.
+    fn spawn_fill(
+        flights: &Arc<Flights<u32, u32>>,
+        fetches: &Arc<AtomicUsize>,
+        rest: impl Future<Output = Result<u32, ()>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<u32, Arc<()>>> {
+        let (flights, fetches) = (flights.clone(), fetches.clone());
+        tokio::spawn(async move {
+            let fetch = async {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                rest.await
+            };
+            flights.run(&7, || None, fetch, |_| {}).await
+        })
+    }
+
     #[tokio::test]
     async fn a_leader_that_goes_away_hands_the_fetch_to_a_waiter() {
         let flights = Arc::new(Flights::<u32, u32>::new());
         let fetches = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(tokio::sync::Notify::new());
-        let leader = tokio::spawn({
-            let (flights, fetches, started) = (flights.clone(), fetches.clone(), started.clone());
+        let leader = spawn_fill(&flights, &fetches, {
+            let started = started.clone();
             async move {
-                flights
-                    .run(
-                        &7,
-                        || None,
-                        async {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                            started.notify_one();
-                            std::future::pending::<Result<u32, ()>>().await
-                        },
-                        |_| {},
-                    )
-                    .await
+                started.notify_one();
+                std::future::pending().await
             }
         });
         started.notified().await;
-        let waiter = tokio::spawn({
-            let (flights, fetches) = (flights.clone(), fetches.clone());
-            async move {
-                flights
-                    .run(
-                        &7,
-                        || None,
-                        async {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                            Ok::<u32, ()>(42)
-                        },
-                        |_| {},
-                    )
-                    .await
-            }
-        });
+        let waiter = spawn_fill(&flights, &fetches, async { Ok(42) });
         // The waiter is parked on the leader's flight (subscribed to it) before the leader goes.
         while flights
             .running()
@@ -198,22 +179,16 @@ mod tests {
     async fn a_value_stored_by_the_leader_is_found_by_later_callers() {
         let flights = Flights::<u32, u32>::new();
         let stored = std::sync::Mutex::new(None);
-        let first = flights
-            .run(
+        let fill = |v: u32| {
+            flights.run(
                 &1,
                 || *stored.lock().unwrap(),
-                async { Ok::<u32, ()>(5) },
+                async move { Ok::<u32, ()>(v) },
                 |v| *stored.lock().unwrap() = Some(*v),
             )
-            .await;
-        let second = flights
-            .run(
-                &1,
-                || *stored.lock().unwrap(),
-                async { Ok::<u32, ()>(6) },
-                |v| *stored.lock().unwrap() = Some(*v),
-            )
-            .await;
+        };
+        let first = fill(5).await;
+        let second = fill(6).await;
         assert_eq!((first, second), (Ok(5), Ok(5)));
         assert!(flights.running().is_empty());
     }
