@@ -342,7 +342,8 @@ fn dead_entries_are_dropped_by_lookup_and_by_the_sweep() {
     let (past, live) = (Duration::from_secs(60), Duration::from_secs(30));
     c.insert(key(b"{\"n\":1}"), entry_from_the_past(past, live));
     c.insert(key(b"{\"n\":2}"), entry_from_the_past(past, live));
-    c.insert(key(b"{\"n\":3}"), entry_from_the_past(Duration::ZERO, live));
+    let alive = entry_from_the_past(Duration::ZERO, live);
+    c.insert(key(b"{\"n\":3}"), alive.clone());
     assert_eq!(c.entry_count(), 3);
 
     assert!(matches!(c.lookup(&key(b"{\"n\":1}")), Lookup::Absent));
@@ -351,8 +352,8 @@ fn dead_entries_are_dropped_by_lookup_and_by_the_sweep() {
     assert_eq!(c.sweep(), 1);
     assert_eq!((c.entry_count(), evictions(&m, "expired")), (1, 2));
     assert!(matches!(c.lookup(&key(b"{\"n\":3}")), Lookup::Fresh(_)));
-    assert_eq!(c.weighted_size(), {
-        let e = entry_from_the_past(Duration::ZERO, live);
-        (b"{\"n\":3}".len() + e.body.len() + ENTRY_OVERHEAD) as u64
-    });
+    assert_eq!(
+        c.weighted_size(),
+        (b"{\"n\":3}".len() + alive.body.len() + ENTRY_OVERHEAD) as u64
+    );
 }
