@@ -98,7 +98,7 @@ impl AccessLog {
     /// ([`crate::logging::write_direct`], the same bytes as the `tracing` event gives; a test
     /// holds the two to that), otherwise as the event.
     pub fn emit(&self, status: StatusCode, bytes_out: usize) {
-        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !crate::logging::access_enabled() {
             return;
         }
         let line = self.line(status, bytes_out);
@@ -155,12 +155,13 @@ struct Line<'a> {
 }
 
 impl Line<'_> {
-    /// The values from closed sets (and the peer address, digits and punctuation) go in
-    /// unscanned; the caller's request id, the tenant and the error text are escaped.
+    /// The values from closed sets, the peer address (digits and punctuation) and the tenant (a
+    /// configured id: A-Z a-z 0-9 . _ -) go in unscanned; the caller's request id and the
+    /// error text are escaped.
     fn write_json(&self, json: &mut crate::logging::JsonLine<'_>) {
         json.str(crate::json_key!("request_id"), self.request_id)
             .plain(crate::json_key!("peer"), self.peer.as_str())
-            .str(crate::json_key!("tenant"), self.tenant)
+            .plain(crate::json_key!("tenant"), self.tenant)
             .plain(crate::json_key!("method"), self.method)
             .plain(crate::json_key!("key_class"), self.key_class)
             .u64(crate::json_key!("status"), self.status.into())

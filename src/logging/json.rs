@@ -71,8 +71,9 @@ pub struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    /// Starts a line in `out` (cleared first) at the current time.
-    pub fn start(out: &'a mut String, level: tracing::Level, message: &str) -> Self {
+    /// Starts a line in `out` (cleared first) at the current time; `message` is written as it
+    /// is (see [`Line::plain`]).
+    pub fn start(out: &'a mut String, level: tracing::Level, message: &'static str) -> Self {
         out.clear();
         out.reserve(LINE_CAPACITY);
         out.push_str("{\"timestamp\":\"");
@@ -82,7 +83,7 @@ impl<'a> Line<'a> {
         out.push_str(level.as_str());
         out.push('"');
         let mut line = Self { out };
-        line.str(crate::json_key!("message"), message);
+        line.plain(crate::json_key!("message"), message);
         line
     }
 
@@ -95,7 +96,8 @@ impl<'a> Line<'a> {
     }
 
     /// `,"key":"value"` for a value the gateway built from characters JSON never escapes
-    /// (closed sets written in source code, a peer address): no scan. Checked in debug builds.
+    /// (closed sets written in source code, a peer address, a configured tenant id): no scan.
+    /// Checked in debug builds.
     pub fn plain(&mut self, key: &'static str, value: &str) -> &mut Self {
         debug_assert!(
             !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
@@ -122,10 +124,9 @@ impl<'a> Line<'a> {
         self
     }
 
-    /// Closes the line with the target and a newline.
-    pub fn finish(self, target: &str) {
-        self.out.push_str(",\"target\":");
-        let _ = write_str(self.out, target);
+    /// Closes the line with the target (written as it is, see [`Line::plain`]) and a newline.
+    pub fn finish(mut self, target: &'static str) {
+        self.plain(crate::json_key!("target"), target);
         self.out.push_str("}\n");
     }
 }
