@@ -357,3 +357,35 @@ fn dead_entries_are_dropped_by_lookup_and_by_the_sweep() {
         (b"{\"n\":3}".len() + alive.body.len() + ENTRY_OVERHEAD) as u64
     );
 }
+
+/// What the cache drops is counted by cause: `size` when it is full, `replaced` when an entry
+/// is stored over another, `explicit` for a removal; and memory stays within `max_bytes`.
+#[test]
+fn evictions_are_counted_by_cause() {
+    let t = tenants();
+    let m = metrics();
+    let mut cfg = cfg();
+    cfg.max_bytes = 64 * 1024;
+    let c = Cache::new(&cfg, &t, m.clone());
+    let info = method(INFO);
+    let live = Duration::from_secs(60);
+    for i in 0..500 {
+        let request = format!(r#"{{"extension_number":"{i}"}}"#);
+        let key = c.key(Some(&t[0]), KeyClass::ApiKey, info, request.as_bytes());
+        c.insert(key, entry_from_the_past(Duration::ZERO, live));
+    }
+    assert!(c.weighted_size() <= cfg.max_bytes, "{}", c.weighted_size());
+    let held = c.entry_count();
+    assert!(held > 0 && held < 500, "{held} held");
+    assert_eq!(evictions(&m, "size"), 500 - held);
+    assert_eq!(evictions(&m, "expired"), 0);
+
+    let again = CacheKey::from(c.key(Some(&t[1]), KeyClass::ApiKey, info, b"{}"));
+    c.insert(again.clone(), entry_from_the_past(Duration::ZERO, live));
+    c.insert(again.clone(), entry_from_the_past(Duration::ZERO, live));
+    assert_eq!(evictions(&m, "replaced"), 1);
+    c.remove(&again);
+    c.remove(&again);
+    assert_eq!(evictions(&m, "explicit"), 1);
+    assert!(matches!(c.lookup(&again), Lookup::Absent));
+}
