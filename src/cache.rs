@@ -63,8 +63,9 @@ pub const INCOHERENT_MAX_AGE: Duration = Duration::from_secs(1);
 const ENTRY_OVERHEAD: usize = 400;
 
 /// A stored entry's key. Hashed and compared through [`KeyView`], as a [`RequestKey`] is, so a
-/// lookup needs no owned key.
-#[derive(Debug, Clone)]
+/// lookup needs no owned key. Its `Debug` shows the body's length only (a caller's body may carry
+/// an `extension_password`).
+#[derive(Clone)]
 pub struct CacheKey {
     tenant: Arc<str>,
     class: KeyClass,
@@ -109,8 +110,7 @@ impl std::hash::Hash for CacheKey {
 
 /// The key of a request, borrowing what it can: the tenant's id from the config and, when it is
 /// canonical already (the usual case), the body from the request. A hit allocates no key; a
-/// miss turns it into a [`CacheKey`] to store.
-#[derive(Debug)]
+/// miss turns it into a [`CacheKey`] to store. `Debug` as [`CacheKey`]'s.
 pub struct RequestKey<'a> {
     tenant: &'a Arc<str>,
     class: KeyClass,
@@ -161,7 +161,8 @@ impl From<RequestKey<'_>> for CacheKey {
     }
 }
 
-/// What both key forms hash and compare: one definition, so equal keys hash alike.
+/// What both key forms hash and compare: one definition, so equal keys hash alike; and what
+/// they print, without the body's bytes.
 #[derive(PartialEq, Eq, Hash)]
 struct KeyView<'a> {
     tenant: &'a str,
@@ -171,8 +172,32 @@ struct KeyView<'a> {
     body: &'a [u8],
 }
 
-/// One stored answer (always a 200 with a JSON body).
-#[derive(Debug)]
+impl std::fmt::Debug for KeyView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheKey")
+            .field("tenant", &self.tenant)
+            .field("class", &self.class)
+            .field("method", &self.method)
+            .field("generation", &self.generation)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.view().fmt(f)
+    }
+}
+
+impl std::fmt::Debug for RequestKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.view().fmt(f)
+    }
+}
+
+/// One stored answer (always a 200 with a JSON body). Its `Debug` shows the body's length only
+/// (an answer may carry an `extension_password`).
 pub struct Entry {
     pub body: Bytes,
     pub content_type: Option<HeaderValue>,
@@ -190,6 +215,18 @@ impl Entry {
 
     fn dead(&self, now: Instant) -> bool {
         now >= self.dies_at
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("body_len", &self.body.len())
+            .field("content_type", &self.content_type)
+            .field("stored_at", &self.stored_at)
+            .field("fresh_until", &self.fresh_until)
+            .field("dies_at", &self.dies_at)
+            .finish()
     }
 }
 

@@ -389,3 +389,25 @@ fn evictions_are_counted_by_cause() {
     assert_eq!(evictions(&m, "explicit"), 1);
     assert!(matches!(c.lookup(&again), Lookup::Absent));
 }
+
+/// Keys and entries never print the bodies they hold: a caller's body or an answer may carry an
+/// `extension_password`.
+#[test]
+fn keys_and_entries_print_no_body() {
+    const CANARY: &str = "canary-extension-password-4f1d";
+    let t = tenants();
+    let c = Cache::new(&cfg(), &t, metrics());
+    let m = method(INFO);
+    let body = format!(r#"{{"extension_password":"{CANARY}"}}"#);
+    let key = c.key(Some(&t[0]), KeyClass::ApiKey, m, body.as_bytes());
+    let answer = Bytes::from(format!(
+        r#"{{"extension_password":"{CANARY}","expires_at":"2999-01-01T00:00:00Z"}}"#
+    ));
+    let entry = c
+        .entry(m, http::StatusCode::OK, None, &answer)
+        .expect("entry");
+    let borrowed = format!("{key:?}");
+    let printed = format!("{borrowed} {:?} {entry:?}", CacheKey::from(key));
+    assert!(!printed.contains(CANARY), "{printed}");
+    assert!(printed.contains("body_len"), "{printed}");
+}
